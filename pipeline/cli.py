@@ -1,0 +1,61 @@
+"""The `winnow` command. Heavy imports (Ray, torch, open_clip) wait until a run needs them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+EXIT_FAILED_SHARDS = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="winnow", description="Score and curate image-caption Parquet shards with CLIP."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="score every input shard (skips committed ones)")
+    run.add_argument("config", help="YAML config file, e.g. configs/example.yaml")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set output.path=/tmp/out --set models.0.precision=fp32",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.report.summary import closing_line
+    from pipeline.run import run
+
+    config = load_config(args.config, overrides=args.overrides)
+    result = run(config)
+    print(closing_line(result.summary, result.output), flush=True)
+    for failure in result.failed:
+        print(f"winnow: shard {failure['shard']} failed: {failure['error']}", file=sys.stderr)
+    return EXIT_FAILED_SHARDS if result.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return _run(args)
+    except ConfigError as error:
+        print(f"winnow: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

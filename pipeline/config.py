@@ -1,0 +1,210 @@
+"""Typed run configuration, validated in full before any work starts.
+
+Every section forbids unknown keys so a typo fails fast with the key's name
+instead of being ignored; `ConfigError` carries a message that says what to
+change, and the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration the user must change before anything runs."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Section):
+    path: str | list[str] = Field(
+        description="A directory, a glob or a file, or a list of them; any fsspec URL."
+    )
+    image_column: str = "jpg"
+    caption_column: str = "caption"
+    id_column: str | None = "key"
+    upstream_status_column: str | None = Field(
+        default="status",
+        description="img2dataset's per-row status; rows not 'success' are carried, not scored.",
+    )
+    upstream_error_column: str | None = "error_message"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class OutputConfig(_Section):
+    path: str
+    embedding_dtype: Literal["float16", "float32"] = "float16"
+    keep_image_bytes: bool = False
+    status_column: str = "winnow_status"
+    error_column: str = "winnow_error"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Section):
+    alias: str = "clip"
+    name: str = Field(description="An open_clip architecture name, or an hf-hub:org/repo id.")
+    pretrained: str | None = Field(
+        default=None,
+        description="An open_clip tag, a local or fsspec checkpoint path, or hf-hub:org/repo.",
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    batch_size: int = Field(default=256, gt=0)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_is_identifier(cls, value: str) -> str:
+        if not ALIAS_PATTERN.match(value):
+            raise ValueError(
+                "alias must start with a letter and hold only letters, digits and '_' "
+                f"(it prefixes column names), got {value!r}"
+            )
+        return value
+
+    def added_columns(self) -> list[str]:
+        return [f"{self.alias}_{s}" for s in ("score", "image_embedding", "text_embedding")]
+
+
+class ImagesConfig(_Section):
+    max_pixels: int = Field(
+        default=89_478_485,
+        gt=0,
+        description="Images whose header declares more pixels are refused before decoding.",
+    )
+
+
+class RayConfig(_Section):
+    address: str | None = Field(
+        default=None, description="null starts a local Ray; 'auto' or ray://host:port joins one."
+    )
+    num_actors: int | None = Field(
+        default=None, gt=0, description="Model actors; null = one per GPU, or sized to the CPUs."
+    )
+    num_cpus: int | None = Field(
+        default=None, gt=0, description="CPUs for a local Ray (null = all of this machine's)."
+    )
+
+
+class WinnowConfig(_Section):
+    input: InputConfig
+    output: OutputConfig
+    models: list[ModelConfig] = Field(min_length=1)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _names_do_not_clash(self) -> WinnowConfig:
+        aliases = [m.alias for m in self.models]
+        repeated = sorted({a for a in aliases if aliases.count(a) > 1})
+        if repeated:
+            raise ValueError(
+                f"models: alias {repeated[0]!r} is used twice; give each model its own"
+            )
+        added = self.added_columns()
+        if len(set(added)) != len(added):
+            raise ValueError(
+                "output: status_column and error_column must differ from model columns"
+            )
+        return self
+
+    def added_columns(self) -> list[str]:
+        names = [self.output.status_column, self.output.error_column]
+        for model in self.models:
+            names.extend(model.added_columns())
+        return names
+
+    def check_input_columns(self, columns: Iterable[str], *, where: str) -> None:
+        """Refuse a run whose added columns would overwrite input columns."""
+        present = set(columns)
+        clashes = [name for name in self.added_columns() if name in present]
+        if clashes:
+            raise ConfigError(
+                f"{where} already has column(s) {', '.join(clashes)}, which this run would add. "
+                "Change output.status_column / output.error_column or the model alias "
+                "(models.N.alias) so the names differ."
+            )
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{key}: {message}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value, e.g. output.path=/tmp/out")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part")
+    return parts, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_override(data: dict[str, Any], text: str) -> None:
+    """Set one `dotted.key=value` in raw config data; list items are addressed by index."""
+    parts, value = _parse_override(text)
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {text!r}: {where} is not an index of a {len(node)}-item list"
+                )
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} is not a section")
+
+
+def parse_config(data: Any, *, overrides: Iterable[str] = ()) -> WinnowConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("invalid config: the top level must be a mapping of sections")
+    for text in overrides:
+        apply_override(data, text)
+    try:
+        return WinnowConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error)) from None
+
+
+def load_config(path: str | Path, *, overrides: Iterable[str] = ()) -> WinnowConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    return parse_config(data if data is not None else {}, overrides=overrides)

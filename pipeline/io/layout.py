@@ -1,0 +1,80 @@
+"""Where a run's outputs live, and how a file appears complete or not at all.
+
+Files are written under a temporary dot-name in their final folder and then
+moved into place. A shard's stats JSON is written last and is its commit
+marker (as in img2dataset): a rerun skips exactly the shards that have one.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import uuid
+from typing import Any
+
+from fsspec import AbstractFileSystem
+
+from pipeline.io.shards import open_fs
+
+SCORED = "scored"
+STATS = "stats"
+SUMMARY = "_summary.json"
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Indented JSON with lists of numbers kept on one line (histograms stay readable)."""
+    text = json.dumps(data, indent=2, default=str)
+    return re.sub(
+        r"\[\s*([-0-9.,e\s]+?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
+    )
+
+
+class OutputLayout:
+    def __init__(self, *, root: str, storage_options: dict[str, Any]) -> None:
+        self.fs: AbstractFileSystem
+        self.fs, self.root = open_fs(root, storage_options)
+        self.root = self.root.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def url(self, *parts: str) -> str:
+        return self.fs.unstrip_protocol(self.path(*parts))
+
+    def scored(self, name: str) -> str:
+        return self.path(SCORED, f"{name}.parquet")
+
+    def stats(self, name: str) -> str:
+        return self.path(STATS, f"{name}.json")
+
+    def prepare(self) -> None:
+        for folder in (SCORED, STATS):
+            self.fs.makedirs(self.path(folder), exist_ok=True)
+
+    def temporary(self, final: str) -> str:
+        folder, base = posixpath.split(final)
+        return posixpath.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+
+    def commit(self, temporary: str, final: str) -> None:
+        self.fs.mv(temporary, final)
+
+    def discard(self, temporary: str) -> None:
+        if self.fs.exists(temporary):
+            self.fs.rm(temporary)
+
+    def write_json(self, final: str, data: dict[str, Any]) -> None:
+        temporary = self.temporary(final)
+        with self.fs.open(temporary, "w") as handle:
+            handle.write(to_json(data))
+        self.commit(temporary, final)
+
+    def read_json(self, final: str) -> dict[str, Any] | None:
+        if not self.fs.exists(final):
+            return None
+        with self.fs.open(final, "r") as handle:
+            return json.load(handle)
+
+    def is_committed(self, name: str) -> bool:
+        marker = self.read_json(self.stats(name))
+        return bool(marker) and self.fs.exists(self.scored(name))

@@ -1,0 +1,91 @@
+"""Reading shards: the narrow stream for the model, and the rest for the writer.
+
+Only what the model needs travels through Ray (image bytes, caption bytes,
+upstream status), under fixed internal names and types, so shards whose
+schemas differ still batch together. Every row carries its shard index and
+row number; the writer uses them to join the model's output back to the other
+input columns, in input order, and to notice a row that went missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.config import InputConfig
+from pipeline.io.shards import open_fs
+
+log = logging.getLogger(__name__)
+
+SHARD = "_winnow_shard"
+ROW = "_winnow_row"
+IMAGE = "_winnow_image"
+CAPTION = "_winnow_caption"
+UPSTREAM_OK = "_winnow_upstream_ok"
+UPSTREAM_ERROR = "_winnow_upstream_error"
+UPSTREAM_SUCCESS = "success"
+
+
+def read_input_row_group(
+    url: str, row_group: int, *, columns: list[str] | None, storage_options: dict[str, Any]
+) -> pa.Table:
+    fs, path = open_fs(url, storage_options)
+    with fs.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).read_row_group(row_group, columns=columns)
+
+
+def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> pa.Table:
+    """Project a row group to the internal columns the model stages read."""
+    rows = table.num_rows
+    first = task["first_row"]
+    names = set(table.column_names)
+    upstream_ok = pa.array([True] * rows)
+    upstream_error = pa.nulls(rows, pa.string())
+    if source.upstream_status_column and source.upstream_status_column in names:
+        status = table[source.upstream_status_column].cast(pa.string())
+        upstream_ok = pc.fill_null(pc.equal(status, UPSTREAM_SUCCESS), False)
+        if source.upstream_error_column and source.upstream_error_column in names:
+            upstream_error = table[source.upstream_error_column].cast(pa.string())
+        detail = pc.binary_join_element_wise("upstream status ", pc.fill_null(status, "null"), "")
+        upstream_error = pc.if_else(
+            upstream_ok, pa.scalar(None, pa.string()), pc.coalesce(upstream_error, detail)
+        )
+    return pa.table(
+        {
+            SHARD: pa.array([task["shard"]] * rows, pa.int32()),
+            ROW: pa.array(range(first, first + rows), pa.int64()),
+            IMAGE: table[source.image_column].cast(pa.large_binary()),
+            CAPTION: table[source.caption_column].cast(pa.large_binary()),
+            UPSTREAM_OK: upstream_ok,
+            UPSTREAM_ERROR: upstream_error,
+        }
+    )
+
+
+def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Table]:
+    """Ray Data stage: each incoming row is a read task; yield one table per row group.
+
+    A row group that cannot be read yields nothing: the writer sees the gap,
+    fails that shard with the reason, and the other shards carry on.
+    """
+    keys = ("shard", "url", "row_group", "first_row")
+    for values in zip(*(batch[k] for k in keys), strict=True):
+        task = {
+            k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values, strict=True)
+        }
+        columns = [source.image_column, source.caption_column]
+        columns += [c for c in (source.upstream_status_column, source.upstream_error_column) if c]
+        try:
+            fs, path = open_fs(task["url"], source.storage_options)
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                present = [c for c in columns if c in parquet.schema_arrow.names]
+                table = parquet.read_row_group(task["row_group"], columns=present)
+            yield model_inputs(table, task, source)
+        except Exception as error:  # reported per shard by the writer
+            log.warning("cannot read %s row group %s: %s", task["url"], task["row_group"], error)

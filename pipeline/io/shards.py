@@ -1,0 +1,143 @@
+"""Shard discovery: which input Parquet files a run covers, and what each holds.
+
+Only footers are read here (row counts, row-group sizes, schema), so discovery
+is cheap on any fsspec filesystem and a shard whose footer is unreadable is
+reported as a failed shard instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+
+from pipeline.config import ConfigError
+
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shard:
+    """One input Parquet file and its footer facts."""
+
+    index: int
+    url: str
+    name: str
+    num_rows: int
+    row_group_rows: tuple[int, ...]
+    schema: pa.Schema
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    @property
+    def row_group_starts(self) -> list[int]:
+        return [sum(self.row_group_rows[:i]) for i in range(len(self.row_group_rows))]
+
+    def row_group_tasks(self) -> list[dict[str, Any]]:
+        """One read task per non-empty row group, each knowing where its rows start."""
+        return [
+            {"shard": self.index, "url": self.url, "row_group": group, "first_row": first}
+            for group, (first, rows) in enumerate(
+                zip(self.row_group_starts, self.row_group_rows, strict=True)
+            )
+            if rows
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardFailure:
+    """A shard that could not be processed, with the reason a user can act on."""
+
+    name: str
+    url: str
+    error: str
+
+
+@dataclass(kw_only=True)
+class Discovery:
+    shards: list[Shard] = field(default_factory=list)
+    failures: list[ShardFailure] = field(default_factory=list)
+
+
+def open_fs(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs, path
+
+
+def _is_data_file(path: str) -> bool:
+    base = posixpath.basename(path)
+    return base.endswith(".parquet") and not base.startswith(("_", "."))
+
+
+def _expand(fs: AbstractFileSystem, path: str) -> list[str]:
+    if GLOB_CHARS & set(path):
+        return sorted(p for p in fs.glob(path) if _is_data_file(p))
+    if fs.isdir(path):
+        return sorted(p for p in fs.ls(path, detail=False) if _is_data_file(p))
+    if fs.exists(path):
+        return [path]
+    raise ConfigError(f"input.path: {path!r} does not exist")
+
+
+def shard_name(path: str) -> str:
+    return posixpath.basename(path).removesuffix(".parquet")
+
+
+def list_input_files(
+    paths: list[str], storage_options: dict[str, Any]
+) -> list[tuple[AbstractFileSystem, str]]:
+    """Expand directories and globs to data files, refusing two inputs with one output name."""
+    found: list[tuple[AbstractFileSystem, str]] = []
+    for url in paths:
+        fs, path = open_fs(url, storage_options)
+        found.extend((fs, p) for p in _expand(fs, path))
+    seen: dict[str, str] = {}
+    for _, path in found:
+        name = shard_name(path)
+        if name in seen:
+            raise ConfigError(
+                f"input.path: {seen[name]} and {path} would both write output shard {name!r}; "
+                "point input.path at one of them or rename one"
+            )
+        seen[name] = path
+    if not found:
+        raise ConfigError(f"input.path: no .parquet shards found in {paths}")
+    return found
+
+
+def full_url(fs: AbstractFileSystem, path: str) -> str:
+    return fs.unstrip_protocol(path)
+
+
+def discover(paths: list[str], storage_options: dict[str, Any]) -> Discovery:
+    found = Discovery()
+    for index, (fs, path) in enumerate(list_input_files(paths, storage_options)):
+        url = full_url(fs, path)
+        try:
+            with fs.open(path, "rb") as handle:
+                meta = pq.ParquetFile(handle).metadata
+                groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+                schema = meta.schema.to_arrow_schema()
+        except Exception as error:  # any unreadable footer is a per-shard failure
+            found.failures.append(
+                ShardFailure(name=shard_name(path), url=url, error=f"unreadable Parquet: {error}")
+            )
+            continue
+        found.shards.append(
+            Shard(
+                index=index,
+                url=url,
+                name=shard_name(path),
+                num_rows=sum(groups),
+                row_group_rows=groups,
+                schema=schema.remove_metadata(),
+            )
+        )
+    return found

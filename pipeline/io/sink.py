@@ -1,0 +1,120 @@
+"""The end of the stream: route scored rows to their shard writers and commit each shard.
+
+A shard is committed the moment its last row is written; one that cannot be
+completed (an unreadable row group, a write error) is recorded as failed with
+its reason while the other shards carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import WinnowConfig
+from pipeline.io.layout import OutputLayout
+from pipeline.io.reader import SHARD, read_input_row_group
+from pipeline.io.shards import Shard, ShardFailure
+from pipeline.io.writer import ShardError, ShardWriter
+
+log = logging.getLogger(__name__)
+
+
+class ShardSink:
+    def __init__(
+        self,
+        *,
+        shards: list[Shard],
+        layout: OutputLayout,
+        config: WinnowConfig,
+        dims: dict[str, int],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.config = config
+        self.shards = {shard.index: shard for shard in shards}
+        self.writers = {
+            shard.index: ShardWriter(
+                shard=shard, layout=layout, config=config, dims=dims, metadata=metadata
+            )
+            for shard in shards
+        }
+        self.committed: list[dict[str, Any]] = []
+        self.failures: list[ShardFailure] = []
+
+    @property
+    def rows_written(self) -> int:
+        return sum(record["rows"] for record in self.committed)
+
+    def _fail(self, index: int, error: str) -> None:
+        shard = self.shards[index]
+        self.writers.pop(index).abort()
+        log.error("shard %s failed: %s", shard.name, error)
+        self.failures.append(ShardFailure(name=shard.name, url=shard.url, error=error))
+
+    def _commit(self, index: int) -> None:
+        writer = self.writers.pop(index)
+        try:
+            record = writer.commit()
+        except Exception as error:
+            writer.abort()
+            shard = self.shards[index]
+            log.error("shard %s failed: cannot commit output: %s", shard.name, error)
+            self.failures.append(
+                ShardFailure(name=shard.name, url=shard.url, error=f"cannot commit output: {error}")
+            )
+            return
+        self.committed.append(record)
+
+    def commit_ready(self) -> None:
+        """Commit shards that are already complete (those with no rows at all)."""
+        for index in [i for i, w in self.writers.items() if w.done]:
+            self._commit(index)
+
+    def add(self, batch: pa.Table) -> None:
+        for value in pc.unique(batch[SHARD]).to_pylist():
+            if value not in self.writers:
+                continue  # a shard that already failed
+            rows = batch.filter(pc.equal(batch[SHARD], value))
+            try:
+                self.writers[value].add(rows)
+            except ShardError as error:
+                self._fail(value, self._explain(value, str(error)))
+                continue
+            except Exception as error:
+                self._fail(value, f"cannot write output: {error}")
+                continue
+            if self.writers[value].done:
+                self._commit(value)
+
+    def consume(self, batches: Iterable[pa.Table]) -> None:
+        self.commit_ready()
+        for batch in batches:
+            self.add(batch)
+        for index in list(self.writers):
+            writer = self.writers[index]
+            self._fail(
+                index,
+                self._explain(
+                    index, f"only {writer.next_row} of {writer.shard.num_rows} rows came back"
+                ),
+            )
+
+    def _explain(self, index: int, symptom: str) -> str:
+        """Find out why rows went missing by reading the shard's row groups here."""
+        shard = self.shards[index]
+        for group, rows in enumerate(shard.row_group_rows):
+            if not rows:
+                continue
+            try:
+                read_input_row_group(
+                    shard.url,
+                    group,
+                    columns=[self.config.input.image_column, self.config.input.caption_column],
+                    storage_options=self.config.input.storage_options,
+                )
+            except Exception as error:
+                return f"unreadable row group {group}: {error}"
+        return symptom

@@ -1,0 +1,159 @@
+"""Writing one scored shard: model output joined back to the input, row group by row group.
+
+Model output arrives in input order, a batch at a time. Once every row of an
+input row group has arrived, that row group's other columns are read again
+(a narrow read: no image bytes unless asked for) and the joined rows are
+written, so memory holds one row group at most. The file is written under a
+temporary name and committed only once all rows are in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import WinnowConfig
+from pipeline.io.layout import OutputLayout
+from pipeline.io.reader import ROW, read_input_row_group
+from pipeline.io.shards import Shard
+from pipeline.report.stats import ShardStats
+from pipeline.scoring.scorer import ERROR, STATUS
+
+METADATA_KEY = b"winnow"
+
+
+class ShardError(RuntimeError):
+    """This shard cannot be completed; the others carry on."""
+
+
+def output_schema(
+    input_schema: pa.Schema, config: WinnowConfig, dims: dict[str, int], metadata: dict[str, Any]
+) -> pa.Schema:
+    """Input columns (image bytes only if kept), then status, error and each model's columns."""
+    fields = [
+        f
+        for f in input_schema
+        if config.output.keep_image_bytes or f.name != config.input.image_column
+    ]
+    fields += [
+        pa.field(config.output.status_column, pa.string()),
+        pa.field(config.output.error_column, pa.string()),
+    ]
+    value_type = pa.float16() if config.output.embedding_dtype == "float16" else pa.float32()
+    for model in config.models:
+        fields.append(pa.field(f"{model.alias}_score", pa.float32()))
+        for tower in ("image", "text"):
+            kind = pa.list_(value_type, dims[model.alias])
+            fields.append(pa.field(f"{model.alias}_{tower}_embedding", kind))
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
+
+
+class ShardWriter:
+    def __init__(
+        self,
+        *,
+        shard: Shard,
+        layout: OutputLayout,
+        config: WinnowConfig,
+        dims: dict[str, int],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.shard, self.layout, self.config = shard, layout, config
+        self.schema = output_schema(shard.schema, config, dims, metadata)
+        added = set(config.added_columns())
+        self.input_columns = [name for name in self.schema.names if name not in added]
+        self.final = layout.scored(shard.name)
+        self.temporary = layout.temporary(self.final)
+        self.groups = [
+            (group, start, start + rows)
+            for group, (start, rows) in enumerate(
+                zip(shard.row_group_starts, shard.row_group_rows, strict=True)
+            )
+            if rows
+        ]
+        self.pending: list[pa.Table] = []
+        self.next_row = 0
+        self.stats = ShardStats()
+        self.started: float | None = None
+        self._handle: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.next_row == self.shard.num_rows
+
+    def add(self, outputs: pa.Table) -> None:
+        rows = outputs[ROW].to_numpy()
+        expected = np.arange(self.next_row, self.next_row + len(rows))
+        if not np.array_equal(rows, expected):
+            raise ShardError(
+                f"rows out of sequence: expected row {self.next_row}, got {int(rows[0])}"
+            )
+        self.started = self.started or time.monotonic()
+        self.pending.append(outputs)
+        self.next_row += len(rows)
+        while self.groups and self.next_row >= self.groups[0][2]:
+            self._write_group(*self.groups.pop(0))
+
+    def _write_group(self, group: int, start: int, end: int) -> None:
+        pending = pa.concat_tables(self.pending)
+        consumed = pending.slice(0, end - start)
+        self.pending = [pending.slice(end - start)] if pending.num_rows > end - start else []
+        inputs = read_input_row_group(
+            self.shard.url,
+            group,
+            columns=self.input_columns,
+            storage_options=self.config.input.storage_options,
+        )
+        columns = {name: inputs[name] for name in self.input_columns}
+        renamed = {STATUS: self.config.output.status_column, ERROR: self.config.output.error_column}
+        for name in consumed.column_names:
+            if not name.startswith("_winnow_") or name in renamed:
+                columns[renamed.get(name, name)] = consumed[name]
+        table = pa.table(columns).select(self.schema.names).cast(self.schema)
+        self.stats.add(
+            table,
+            status_column=self.config.output.status_column,
+            aliases=[m.alias for m in self.config.models],
+        )
+        self._open().write_table(table)
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._handle = self.layout.fs.open(self.temporary, "wb")
+            self._writer = pq.ParquetWriter(self._handle, self.schema)
+        return self._writer
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._handle.close()
+            self._writer = self._handle = None
+
+    def commit(self) -> dict[str, Any]:
+        """Move the finished file into place, then write the stats marker that commits it."""
+        if not self.done:
+            raise ShardError(f"only {self.next_row} of {self.shard.num_rows} rows were scored")
+        self._open()
+        self._close()
+        self.layout.commit(self.temporary, self.final)
+        record = {
+            "shard": self.shard.name,
+            "input": self.shard.url,
+            "output": self.layout.fs.unstrip_protocol(self.final),
+            "committed_at": datetime.now(timezone.utc).isoformat(),
+            "seconds": round(time.monotonic() - (self.started or time.monotonic()), 3),
+            **self.stats.to_json(),
+        }
+        self.layout.write_json(self.layout.stats(self.shard.name), record)
+        return record
+
+    def abort(self) -> None:
+        self._close()
+        self.layout.discard(self.temporary)

@@ -1,0 +1,178 @@
+"""open_clip model loading: a name plus an open_clip tag, a checkpoint file, or an hf-hub id.
+
+Every checkpoint goes through open_clip's own loader with weights_only=True
+(or safetensors), so loading never executes code from the file. Winnow's own
+architectures (the tiny test model) are registered with open_clip here, which
+makes them loadable by name exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ModelConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+HF_HUB = "hf-hub:"
+OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+@cache
+def open_clip() -> Any:
+    import open_clip as module
+
+    module.add_model_config(CONFIG_DIR)
+    return module
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def model_identifier(config: ModelConfig) -> tuple[str, str | None]:
+    """(open_clip model name, pretrained argument) for a model entry."""
+    if config.pretrained and config.pretrained.startswith(HF_HUB):
+        return config.pretrained, None
+    return config.name, config.pretrained
+
+
+def tokenizer_name(config: ModelConfig) -> str:
+    return model_identifier(config)[0]
+
+
+def get_tokenizer(name: str) -> Any:
+    return open_clip().get_tokenizer(name)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _local_checkpoint(pretrained: str) -> str:
+    """Fetch a checkpoint held on object storage once per process; local paths pass through."""
+    if not _is_remote(pretrained):
+        return pretrained
+    import fsspec
+
+    target = Path(tempfile.gettempdir()) / "winnow-checkpoints"
+    target.mkdir(exist_ok=True)
+    local = target / (
+        hashlib.sha256(pretrained.encode()).hexdigest()[:16] + "-" + Path(pretrained).name
+    )
+    if not local.exists():
+        partial = local.with_suffix(local.suffix + f".{os.getpid()}.part")
+        with fsspec.open(pretrained, "rb") as source, open(partial, "wb") as sink:
+            while chunk := source.read(1 << 24):
+                sink.write(chunk)
+        partial.replace(local)
+    return str(local)
+
+
+def is_checkpoint_path(pretrained: str | None) -> bool:
+    return bool(pretrained) and (_is_remote(pretrained) or Path(pretrained).is_file())
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModel:
+    alias: str
+    model: Any
+    preprocess: Any
+    dtype: Any
+    dim: int
+
+
+def describe(config: ModelConfig) -> dict[str, Any]:
+    """What the output metadata records about a model: enough to reproduce its scores."""
+    name, pretrained = model_identifier(config)
+    info: dict[str, Any] = {"alias": config.alias, "name": name, "pretrained": pretrained}
+    if pretrained and is_checkpoint_path(pretrained):
+        info["checkpoint_sha256"] = file_sha256(_local_checkpoint(pretrained))
+    return info
+
+
+def load_model(config: ModelConfig, *, device: str) -> LoadedModel:
+    import torch
+
+    name, pretrained = model_identifier(config)
+    if pretrained and is_checkpoint_path(pretrained):
+        pretrained = _local_checkpoint(pretrained)
+    precision = resolve_precision(config.precision, device)
+    model, _, preprocess = open_clip().create_model_and_transforms(
+        name,
+        pretrained=pretrained,
+        precision=OPEN_CLIP_PRECISION[precision],
+        device=device,
+        weights_only=True,
+    )
+    model.eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dim = _probe_dim(model, device)
+    return LoadedModel(alias=config.alias, model=model, preprocess=preprocess, dtype=dtype, dim=dim)
+
+
+def _probe_dim(model: Any, device: str) -> int:
+    import torch
+
+    with torch.inference_mode():
+        probe = torch.zeros((1, model.context_length), dtype=torch.long, device=device)
+        return int(model.encode_text(probe).shape[-1])
+
+
+def embedding_dim(config: ModelConfig) -> int:
+    """The embedding width, from the architecture's config when open_clip has it."""
+    name, _ = model_identifier(config)
+    known = open_clip().get_model_config(name)
+    if known and "embed_dim" in known:
+        return int(known["embed_dim"])
+    return _probe_dim(open_clip().create_model(name, load_weights=False), "cpu")
+
+
+def check_model(config: ModelConfig, *, where: str) -> list[str]:
+    """Refuse a model entry that cannot load, before any work; return warnings worth showing."""
+    from pipeline.config import ConfigError
+
+    name, pretrained = model_identifier(config)
+    if name.startswith(HF_HUB):
+        return []
+    module = open_clip()
+    if module.get_model_config(name) is None:
+        close = [m for m in module.list_models() if name.lower()[:5] in m.lower()][:8]
+        raise ConfigError(
+            f"{where}.name: {name!r} is not an open_clip architecture"
+            + (f"; similar: {', '.join(close)}" if close else "; see open_clip.list_models()")
+        )
+    if pretrained is None:
+        return [f"{where}: no pretrained weights given, so {name} scores with random weights"]
+    if module.is_pretrained_cfg(name, pretrained):
+        return []
+    if _is_remote(pretrained):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(pretrained)
+        if fs.exists(path):
+            return []
+    elif Path(pretrained).is_file():
+        return []
+    tags = module.list_pretrained_tags_by_model(name)
+    raise ConfigError(
+        f"{where}.pretrained: {pretrained!r} is neither an existing checkpoint file nor a "
+        f"pretrained tag of {name}"
+        + (f" (tags: {', '.join(tags)})" if tags else "")
+        + "; use a tag, a checkpoint path, or hf-hub:org/repo"
+    )

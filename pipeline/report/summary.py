@@ -1,0 +1,72 @@
+"""The run summary (`OUT/_summary.json`) and the closing line printed after a run."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from pipeline.io.shards import ShardFailure
+from pipeline.report.stats import ShardStats
+from pipeline.status import RowStatus
+
+VERSIONED = ("winnow", "ray", "torch", "torchvision", "open_clip_torch", "pyarrow", "pillow")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def build_summary(
+    *,
+    started: datetime,
+    seconds: float,
+    committed: list[dict[str, Any]],
+    previous: list[dict[str, Any]],
+    failures: list[ShardFailure],
+    models: list[dict[str, Any]],
+    config: dict[str, Any],
+    actors: str,
+) -> dict[str, Any]:
+    """Totals over every committed shard of the output, and what this run itself did."""
+    totals = ShardStats()
+    for record in [*previous, *committed]:
+        totals.merge(ShardStats.from_json(record))
+    rows_now = sum(r["rows"] for r in committed)
+    return {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "this_run": {
+            "shards_scored": len(committed),
+            "shards_skipped": len(previous),
+            "shards_failed": len(failures),
+            "rows": rows_now,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(rows_now / seconds, 1) if seconds > 0 else None,
+            "actors": actors,
+        },
+        "failed_shards": [{"shard": f.name, "input": f.url, "error": f.error} for f in failures],
+        "shards": sorted(r["shard"] for r in [*previous, *committed]),
+        **totals.to_json(),
+        "models": models,
+        "config": config,
+        "versions": versions(),
+    }
+
+
+def closing_line(summary: dict[str, Any], output: str) -> str:
+    run = summary["this_run"]
+    not_scored = sum(n for s, n in summary["status_counts"].items() if s != RowStatus.OK)
+    rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "no rows scored"
+    return (
+        f"winnow: {run['shards_scored']} shard(s) scored, {run['shards_skipped']} skipped, "
+        f"{run['shards_failed']} failed; {run['rows']:,} rows this run at {rate}; "
+        f"{summary['rows']:,} rows in output, {not_scored:,} without a score -> {output}"
+    )

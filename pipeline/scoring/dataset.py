@@ -1,0 +1,107 @@
+"""The Ray Data plan: read tasks, tokenization, then the model actor pool.
+
+Reading and tokenizing run as CPU tasks (fused by Ray Data), the model runs
+on an actor pool with one actor per GPU, or CPU actors sized to the cores.
+Order is preserved so that rows reach the writer in input order and each
+shard can be committed as soon as its last row arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import RayConfig, WinnowConfig
+from pipeline.io.reader import read_stage
+from pipeline.scoring.captions import tokenize_stage
+from pipeline.scoring.scorer import ClipScorer
+
+log = logging.getLogger(__name__)
+READ_CPUS = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorPlan:
+    device: str
+    actors: int
+    gpus_per_actor: float
+    threads: int | None
+
+    def describe(self) -> str:
+        if self.device == "cuda":
+            return f"{self.actors} GPU actor(s)"
+        return f"{self.actors} CPU actor(s) x {self.threads} thread(s)"
+
+
+def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
+    if gpus:
+        return ActorPlan(
+            device="cuda", actors=settings.num_actors or gpus, gpus_per_actor=1, threads=None
+        )
+    actors = settings.num_actors or max(1, cpus // 4)
+    return ActorPlan(device="cpu", actors=actors, gpus_per_actor=0, threads=max(1, cpus // actors))
+
+
+@contextmanager
+def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
+    """Join the configured cluster, or start a local Ray that ends with the run."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"address": settings.address, "logging_level": logging.WARNING}
+        if settings.address is None:
+            kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
+        ray.init(**kwargs)
+        started = True
+    try:
+        yield ray.cluster_resources()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: ActorPlan) -> Any:
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    models = [m.model_dump() for m in config.models]
+    dataset = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
+    # Half a CPU each: light tasks, and a different footprint from the actors keeps
+    # Ray Data from fusing them into the actor, where they would stall the model.
+    dataset = dataset.map_batches(
+        read_stage,
+        batch_size=1,
+        batch_format="numpy",
+        fn_kwargs={"source": config.input},
+        num_cpus=READ_CPUS,
+    )
+    dataset = dataset.map_batches(
+        tokenize_stage,
+        batch_size=None,
+        batch_format="pyarrow",
+        fn_kwargs={"models": config.models},
+        num_cpus=READ_CPUS,
+    )
+    return dataset.map_batches(
+        ClipScorer,
+        batch_size=max(m.batch_size for m in config.models),
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_gpus=plan.gpus_per_actor,
+        num_cpus=1,
+        fn_constructor_kwargs={
+            "models": models,
+            "images": config.images.model_dump(),
+            "embedding_dtype": config.output.embedding_dtype,
+            "device": plan.device,
+            "threads": plan.threads,
+        },
+    )

@@ -1,0 +1,29 @@
+"""Score a table of input rows in this process, through the same stages the Ray job runs.
+
+For small jobs that need scores without a cluster: evaluating a checkpoint,
+grading, tests. The stages and the actor class are the job's own.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipeline.config import WinnowConfig
+from pipeline.io.reader import model_inputs
+from pipeline.scoring.captions import tokenize_stage
+from pipeline.scoring.scorer import ClipScorer
+
+
+def scorer_for(config: WinnowConfig, *, device: str = "cpu") -> ClipScorer:
+    return ClipScorer(
+        models=[m.model_dump() for m in config.models],
+        images=config.images.model_dump(),
+        embedding_dtype="float32",
+        device=device,
+    )
+
+
+def score_table(table: pa.Table, config: WinnowConfig, scorer: ClipScorer) -> pa.Table:
+    """Model output columns (status, error, scores, embeddings) for `table`'s rows, in order."""
+    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
+    return scorer(tokenize_stage(inputs, models=config.models))

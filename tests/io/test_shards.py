@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ConfigError, InputConfig
+from pipeline.io.reader import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK, model_inputs
+from pipeline.io.shards import discover
+
+
+@pytest.fixture
+def memfs():
+    fs = fsspec.filesystem("memory")
+    fs.rm("/", recursive=True) if fs.exists("/shards") else None
+    yield fs
+    for path in fs.ls("/", detail=False):
+        fs.rm(path, recursive=True)
+
+
+def put_table(fs, path, rows, row_group_size=3):
+    table = pa.table(
+        {"key": [str(i) for i in range(rows)], "jpg": [b"x"] * rows, "caption": ["c"] * rows}
+    )
+    with fs.open(path, "wb") as handle:
+        pq.write_table(table, handle, row_group_size=row_group_size)
+
+
+def test_directory_discovery_reads_footers_and_ignores_side_files(memfs):
+    put_table(memfs, "/shards/00001.parquet", 7)
+    put_table(memfs, "/shards/00000.parquet", 4)
+    memfs.pipe("/shards/00000_stats.json", b"{}")
+    memfs.pipe("/shards/_SUCCESS", b"")
+    put_table(memfs, "/shards/_tmp.parquet", 2)
+    found = discover(["memory://shards"], {})
+    assert [s.name for s in found.shards] == ["00000", "00001"]
+    assert found.shards[1].num_rows == 7
+    assert found.shards[1].row_group_rows == (3, 3, 1)
+    assert found.shards[1].row_group_starts == [0, 3, 6]
+    assert [t["first_row"] for t in found.shards[1].row_group_tasks()] == [0, 3, 6]
+    assert found.shards[0].columns == ["key", "jpg", "caption"]
+
+
+def test_globs_and_lists(memfs):
+    for name in ("a/00000", "a/00001", "b/00002"):
+        put_table(memfs, f"/{name}.parquet", 2)
+    found = discover(["memory:///a/*.parquet", "memory:///b/00002.parquet"], {})
+    assert [s.name for s in found.shards] == ["00000", "00001", "00002"]
+
+
+def test_two_inputs_with_one_output_name_are_refused(memfs):
+    put_table(memfs, "/a/00000.parquet", 2)
+    put_table(memfs, "/b/00000.parquet", 2)
+    with pytest.raises(ConfigError, match="would both write output shard '00000'"):
+        discover(["memory:///a", "memory:///b"], {})
+
+
+def test_missing_input_is_a_config_error(memfs):
+    with pytest.raises(ConfigError, match="does not exist"):
+        discover(["memory:///nowhere"], {})
+
+
+def test_unreadable_shard_is_a_failure_not_a_crash(memfs):
+    put_table(memfs, "/s/00000.parquet", 4)
+    memfs.pipe("/s/00001.parquet", memfs.cat("/s/00000.parquet")[:-20])
+    found = discover(["memory:///s"], {})
+    assert [s.name for s in found.shards] == ["00000"]
+    assert found.failures[0].name == "00001"
+    assert "unreadable Parquet" in found.failures[0].error
+
+
+def test_model_inputs_carry_upstream_failures():
+    table = pa.table(
+        {
+            "jpg": [b"a", None, None],
+            "caption": ["x", "y", None],
+            "status": ["success", "failed_to_download", None],
+            "error_message": [None, "HTTP 404", None],
+        }
+    )
+    out = model_inputs(table, {"shard": 3, "first_row": 10}, InputConfig(path="x"))
+    assert out[SHARD].to_pylist() == [3, 3, 3]
+    assert out[ROW].to_pylist() == [10, 11, 12]
+    assert out[UPSTREAM_OK].to_pylist() == [True, False, False]
+    assert out[UPSTREAM_ERROR].to_pylist() == [None, "HTTP 404", "upstream status null"]
+
+
+def test_inputs_without_upstream_status_are_all_ok():
+    table = pa.table({"jpg": [b"a"], "caption": ["x"]})
+    out = model_inputs(table, {"shard": 0, "first_row": 0}, InputConfig(path="x"))
+    assert out[UPSTREAM_OK].to_pylist() == [True]

@@ -1,0 +1,107 @@
+"""`winnow run` as a user runs it: a subprocess starting its own local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.builders import config_data, good_rows, write_dataset, write_shard
+
+pytestmark = pytest.mark.slow
+
+
+def winnow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "in", shards=3, rows=5)
+    data = config_data(tmp_path / "in", tmp_path / "elsewhere", tiny_checkpoint)
+    config = write_config(tmp_path / "run.yaml", data)
+    out = tmp_path / "out"
+    first = winnow(
+        "run",
+        str(config),
+        "--set",
+        f"output.path={out}",
+        "--set",
+        "models.0.precision=fp32",
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "3 shard(s) scored, 0 skipped, 0 failed" in first.stdout
+    assert f"-> file://{out}" in first.stdout
+    assert not (tmp_path / "elsewhere").exists()
+    committed = {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()}
+    assert sorted(committed) == ["00000.parquet", "00001.parquet", "00002.parquet"]
+
+    second = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "0 shard(s) scored, 3 skipped, 0 failed" in second.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()} == committed
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["rows"] == 15
+    assert summary["this_run"]["shards_skipped"] == 3
+
+    write_shard(tmp_path / "in" / "00003.parquet", good_rows(3, 4))
+    third = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
+    assert "1 shard(s) scored, 3 skipped, 0 failed" in third.stdout
+    assert pq.read_table(out / "scored" / "00003.parquet").num_rows == 4
+    assert not [p for p in out.rglob(".*.tmp")]
+
+
+def test_failed_shard_exits_non_zero_and_names_it(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "in", shards=1, rows=3)
+    (tmp_path / "in" / "00001.parquet").write_bytes(b"PAR1 this is not parquet")
+    config = write_config(
+        tmp_path / "run.yaml", config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    )
+    result = winnow("run", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "shard 00001 failed" in result.stderr
+    assert (tmp_path / "out" / "scored" / "00000.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["output"].update(embeddings="float16"), "output.embeddings: unknown key"),
+        (lambda d: d["models"][0].update(batch_size="many"), "models.0.batch_size"),
+        (lambda d: d["output"].update(status_column="status"), "already has column(s) status"),
+        (lambda d: d["models"][0].update(name="ViT-Q-99"), "not an open_clip architecture"),
+        (
+            lambda d: d["models"][0].update(pretrained="/no/such/file.safetensors"),
+            "neither an existing checkpoint",
+        ),
+    ],
+    ids=["unknown-key", "wrong-type", "column-collision", "unknown-model", "missing-checkpoint"],
+)
+def test_config_errors_exit_2_and_write_nothing(tmp_path, tiny_checkpoint, change, message):
+    write_dataset(tmp_path / "in", shards=1, rows=2)
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    change(data)
+    result = winnow("run", str(write_config(tmp_path / "bad.yaml", data)), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

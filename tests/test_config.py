@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_config
+
+
+def base() -> dict:
+    return {
+        "input": {"path": "data/shards/"},
+        "output": {"path": "out/"},
+        "models": [{"name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}],
+    }
+
+
+def test_defaults_follow_img2dataset_and_the_output_contract():
+    config = parse_config(base())
+    assert (config.input.image_column, config.input.caption_column, config.input.id_column) == (
+        "jpg",
+        "caption",
+        "key",
+    )
+    assert config.output.embedding_dtype == "float16"
+    assert config.models[0].alias == "clip"
+    assert config.models[0].precision == "auto"
+    assert config.ray.address is None
+    assert "clip_score" in config.added_columns()
+
+
+def test_unknown_key_is_named():
+    data = base()
+    data["output"]["embedings_dtype"] = "float16"
+    with pytest.raises(ConfigError, match=r"output\.embedings_dtype: unknown key"):
+        parse_config(data)
+
+
+def test_wrong_value_lists_the_allowed_ones():
+    data = base()
+    data["models"][0]["precision"] = "int8"
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    message = str(error.value)
+    assert "models.0.precision" in message
+    for allowed in ("auto", "fp32", "fp16", "bf16"):
+        assert allowed in message
+
+
+def test_wrong_type_is_named():
+    data = base()
+    data["models"][0]["batch_size"] = "large"
+    with pytest.raises(ConfigError, match=r"models\.0\.batch_size: .*integer"):
+        parse_config(data)
+
+
+def test_missing_section_is_named():
+    data = base()
+    del data["output"]
+    with pytest.raises(ConfigError, match=r"output: required key is missing"):
+        parse_config(data)
+
+
+def test_overrides_reach_nested_keys_and_list_items():
+    config = parse_config(
+        base(),
+        overrides=[
+            "output.path=/tmp/elsewhere",
+            "models.0.precision=fp32",
+            "models.0.batch_size=32",
+            "output.keep_image_bytes=true",
+        ],
+    )
+    assert config.output.path == "/tmp/elsewhere"
+    assert config.models[0].precision == "fp32"
+    assert config.models[0].batch_size == 32
+    assert config.output.keep_image_bytes is True
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("output.path", "expected dotted.key=value"),
+        ("models.3.precision=fp32", "models.3 is not an index"),
+        ("output..path=x", "empty part"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(override, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(base(), overrides=[override])
+
+
+def test_aliases_must_be_usable_column_prefixes_and_unique():
+    data = base()
+    data["models"][0]["alias"] = "b-32"
+    with pytest.raises(ConfigError, match="alias must start with a letter"):
+        parse_config(data)
+    data = base()
+    data["models"].append(dict(data["models"][0]))
+    with pytest.raises(ConfigError, match="alias 'clip' is used twice"):
+        parse_config(data)
+
+
+def test_collision_with_input_columns_is_a_config_error():
+    config = parse_config(base(), overrides=["output.status_column=status"])
+    with pytest.raises(ConfigError, match="already has column"):
+        config.check_input_columns(["key", "jpg", "caption", "status"], where="input shard x")
+
+
+def test_load_config_reports_bad_yaml_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("input: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
