@@ -10,7 +10,6 @@ vs noisy pairs, and precision/recall of the rows a threshold keeps).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -25,22 +24,21 @@ from pipeline.report.summary import closing_line
 from pipeline.run import run
 from pipeline.synth.dataset import SynthSpec, write_synthetic
 
-WEIGHTS = Path("pipeline/models/weights")
 
-
-def grade(output: Path, inputs: Path, threshold: float) -> dict:
-    scored = pq.read_table(output / "scored", columns=["key", "clip_score", "winnow_status"])
-    truth = pq.read_table(inputs, columns=["key", "gt_clean", "gt_noise"])
+def grade(output: Path, inputs: Path) -> dict:
+    """ROC AUC of the score, and precision/recall of what the filters kept, vs ground truth."""
+    scored = pq.read_table(output / "scored", columns=["key", "clip_score"])
+    truth = pq.read_table(inputs, columns=["key", "gt_clean"])
+    kept = set(pq.read_table(output / "filtered", columns=["key"])["key"].to_pylist())
     joined = scored.join(truth, "key")
     score = np.asarray(joined["clip_score"].to_numpy(zero_copy_only=False), np.float64)
     clean = joined["gt_clean"].to_numpy(zero_copy_only=False)
-    kept = np.nan_to_num(score, nan=-np.inf) >= threshold
+    in_filtered = np.asarray([k in kept for k in joined["key"].to_pylist()])
     return {
         "rows": joined.num_rows,
         "noisy": int((~clean).sum()),
         "roc_auc": roc_auc(score, clean),
-        "threshold": threshold,
-        **kept_set_quality(kept, clean),
+        **kept_set_quality(in_filtered, clean),
     }
 
 
@@ -68,15 +66,18 @@ def main() -> int:
     write_synthetic(str(inputs), spec)
     result = run(config)
     print(closing_line(result.summary, result.output))
-    threshold = json.loads((WEIGHTS / "winnow-tiny.eval.json").read_text())["threshold"]
-    report = grade(output, inputs, threshold)
+    report = grade(output, inputs)
+    policies = ", ".join(
+        f"{p.type}" + (f" >= {p.value}" if p.type == "score_threshold" else "")
+        for p in config.policies()
+    )
     print(
         f"\ndemo: graded against ground truth ({report['rows']} pairs, {report['noisy']} noisy):\n"
         f"  ROC AUC, clean vs noisy pairs: {report['roc_auc']:.4f}\n"
-        f"  keep clip_score >= {threshold}: {report['kept']} rows kept, "
+        f"  filters ({policies}) kept {report['kept']} rows: "
         f"precision {report['precision']:.3f}, recall {report['recall']:.3f}\n"
-        f"\nScored shards: {output}/scored/  (stats in {output}/stats/, "
-        f"summary in {output}/_summary.json)\n"
+        f"\nScored shards: {output}/scored/, kept rows: {output}/filtered/, dropped rows and why: "
+        f"{output}/rejected/ (stats in {output}/stats/, summary in {output}/_summary.json)\n"
         "Next: open the scored Parquet in pandas/DuckDB/Polars, or point configs/example.yaml "
         "at your own img2dataset shards:  .venv/bin/winnow run configs/example.yaml"
     )

@@ -12,14 +12,9 @@ EXIT_CONFIG = 2
 EXIT_FAILED_SHARDS = 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="winnow", description="Score and curate image-caption Parquet shards with CLIP."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="score every input shard (skips committed ones)")
-    run.add_argument("config", help="YAML config file, e.g. configs/example.yaml")
-    run.add_argument(
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -27,7 +22,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set output.path=/tmp/out --set models.0.precision=fp32",
     )
-    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="winnow", description="Score and curate image-caption Parquet shards with CLIP."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="score every input shard not yet committed, then apply the filters",
+        parents=[_common()],
+    )
+    run.add_argument("config", help="YAML config file, e.g. configs/example.yaml")
+    refilter = commands.add_parser(
+        "filter",
+        help="re-apply the config's filters to a run's scored output, without loading a model",
+        parents=[_common()],
+    )
+    refilter.add_argument("config", help="the run's YAML config, with the filters to apply")
     return parser
 
 
@@ -36,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.run import run
 
     config = load_config(args.config, overrides=args.overrides)
-    result = run(config)
+    result = run(config, score=args.command == "run")
     print(closing_line(result.summary, result.output), flush=True)
     for failure in result.failed:
         print(f"winnow: shard {failure['shard']} failed: {failure['error']}", file=sys.stderr)

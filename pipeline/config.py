@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,6 +50,15 @@ class OutputConfig(_Section):
     keep_image_bytes: bool = False
     status_column: str = "winnow_status"
     error_column: str = "winnow_error"
+    write_rejected: bool = Field(
+        default=True,
+        description="Write rejected/<shard>.parquet: the rows no policy kept, with why.",
+    )
+    filtered_embeddings: bool = Field(
+        default=False, description="Carry the embedding columns into filtered/ and rejected/."
+    )
+    rejected_by_column: str = "winnow_rejected_by"
+    reject_reason_column: str = "winnow_reject_reason"
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -77,6 +86,69 @@ class ModelConfig(_Section):
         return [f"{self.alias}_{s}" for s in ("score", "image_embedding", "text_embedding")]
 
 
+class StatusFilter(_Section):
+    type: Literal["status"]
+    allow: list[str] = Field(default_factory=lambda: ["ok"], description="Row statuses to keep.")
+
+
+class CaptionFilter(_Section):
+    type: Literal["caption"]
+    min_words: int = Field(default=0, ge=0)
+    min_chars: int = Field(default=0, ge=0)
+    max_chars: int | None = Field(default=None, gt=0)
+
+
+class ScoreThresholdFilter(_Section):
+    type: Literal["score_threshold"]
+    alias: str = "clip"
+    value: float = Field(ge=-1.0, le=1.0)
+
+
+class ScoreTopFractionFilter(_Section):
+    type: Literal["score_top_fraction"]
+    alias: str = "clip"
+    fraction: float = Field(gt=0.0, le=1.0)
+
+
+class ImageSizeFilter(_Section):
+    type: Literal["image_size"]
+    min_side: int = Field(default=0, ge=0)
+    max_aspect_ratio: float | None = Field(default=None, ge=1.0)
+
+
+class LanguageFilter(_Section):
+    type: Literal["language"]
+    languages: list[str] = Field(min_length=1, description="ISO 639-1 codes, e.g. [en, de].")
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ExactDedupFilter(_Section):
+    type: Literal["exact_dedup"]
+    by: Literal["sha256", "url"] = "sha256"
+    column: str | None = Field(default=None, description="Defaults to the img2dataset column.")
+
+
+class SemanticDedupFilter(_Section):
+    type: Literal["semantic_dedup"]
+    alias: str = "clip"
+    eps: float = Field(default=0.05, gt=0.0, lt=1.0, description="Duplicates: cosine >= 1 - eps.")
+    cluster_size: int = Field(default=5000, ge=2, description="Target rows per k-means cluster.")
+    seed: int = 0
+
+
+FilterConfig = Annotated[
+    StatusFilter
+    | CaptionFilter
+    | ScoreThresholdFilter
+    | ScoreTopFractionFilter
+    | ImageSizeFilter
+    | LanguageFilter
+    | ExactDedupFilter
+    | SemanticDedupFilter,
+    Field(discriminator="type"),
+]
+
+
 class ImagesConfig(_Section):
     max_pixels: int = Field(
         default=89_478_485,
@@ -101,6 +173,7 @@ class WinnowConfig(_Section):
     input: InputConfig
     output: OutputConfig
     models: list[ModelConfig] = Field(min_length=1)
+    filters: list[FilterConfig] = Field(default_factory=list)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -114,13 +187,29 @@ class WinnowConfig(_Section):
             )
         added = self.added_columns()
         if len(set(added)) != len(added):
-            raise ValueError(
-                "output: status_column and error_column must differ from model columns"
-            )
+            raise ValueError("output: the added column names (status, error, reject) must differ")
+        for index, policy in enumerate(self.filters):
+            alias = getattr(policy, "alias", None)
+            if alias is not None and alias not in aliases:
+                raise ValueError(
+                    f"filters.{index}.alias: {alias!r} is not a model alias "
+                    f"(have: {', '.join(aliases)})"
+                )
         return self
 
+    def policies(self) -> list[Any]:
+        """The filters in order, with the status filter first unless the list places it."""
+        if any(isinstance(p, StatusFilter) for p in self.filters):
+            return list(self.filters)
+        return [StatusFilter(type="status"), *self.filters]
+
     def added_columns(self) -> list[str]:
-        names = [self.output.status_column, self.output.error_column]
+        names = [
+            self.output.status_column,
+            self.output.error_column,
+            self.output.rejected_by_column,
+            self.output.reject_reason_column,
+        ]
         for model in self.models:
             names.extend(model.added_columns())
         return names
@@ -140,14 +229,14 @@ class WinnowConfig(_Section):
 def _format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{key}: {message}")
+        lines.append(f"{key}: {message}" if key else message)
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -14,12 +14,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline import __version__
+from pipeline.cluster import ray_session
 from pipeline.config import WinnowConfig
-from pipeline.io.layout import SUMMARY, OutputLayout
+from pipeline.filters.apply import ShardRef
+from pipeline.filters.curate import build_policies, check_policy_columns, curate
+from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
 from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
 from pipeline.report.summary import build_summary
+from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,10 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
     """Split shards into those the run can read and those missing a required column."""
     usable, failures = [], list(discovery.failures)
     required = [config.input.image_column, config.input.caption_column, config.input.id_column]
+    policies = build_policies(config)
     for shard in discovery.shards:
         config.check_input_columns(shard.columns, where=f"input shard {shard.url}")
+        check_policy_columns(policies, shard.columns, where=f"input shard {shard.url}")
         missing = [c for c in required if c and c not in shard.columns]
         if missing:
             failures.append(
@@ -63,34 +69,49 @@ def preflight(config: WinnowConfig) -> list[str]:
     return warnings
 
 
-def run(config: WinnowConfig) -> RunResult:
-    for warning in preflight(config):
-        log.warning(warning)
+def run(config: WinnowConfig, *, score: bool = True) -> RunResult:
+    """Score the shards not yet committed (unless `score` is False), then filter them all."""
+    if score:
+        for warning in preflight(config):
+            log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
     shards, failures = _usable(discover(config.input.paths(), config.input.storage_options), config)
-    dims = {m.alias: embedding_dim(m) for m in config.models}
+    todo = [s for s in shards if not layout.is_committed(s.name)] if score else []
     models = [describe(m) for m in config.models]
-    previous = [
-        layout.read_json(layout.stats(s.name)) for s in shards if layout.is_committed(s.name)
-    ]
-    todo = [s for s in shards if not layout.is_committed(s.name)]
     config_dump = config.model_dump(mode="json")
-    started, clock = datetime.now(timezone.utc), time.monotonic()
+    started = datetime.now(timezone.utc)
     layout.prepare()
-    sink_failures: list[ShardFailure] = []
-    committed: list[dict[str, Any]] = []
-    actors = "none (nothing to score)"
-    if todo:
-        committed, sink_failures, actors = _score(todo, layout, config, dims, models, config_dump)
+    scored_now: list[dict[str, Any]] = []
+    scoring_seconds = 0.0
+    with ray_session(config.ray) as resources:
+        plan = plan_actors(config.ray, resources)
+        for model, entry in zip(models, config.models, strict=True):
+            model["precision"] = resolve_precision(entry.precision, plan.device)
+        if todo:
+            metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
+            clock = time.monotonic()
+            scored_now, score_failures = _score(todo, layout, config, plan, metadata)
+            scoring_seconds = time.monotonic() - clock
+            failures += score_failures
+        refs = [
+            ShardRef(name=s.name, scored=layout.url(SCORED, f"{s.name}.parquet"), input=s.url)
+            for s in shards
+            if layout.is_committed(s.name)
+        ]
+        if not score and len(refs) < len(shards):
+            log.warning("%d input shard(s) have no scored output yet", len(shards) - len(refs))
+        fitted, filter_failures = curate(config, layout, refs)
+        failures += filter_failures
     summary = build_summary(
         started=started,
-        seconds=time.monotonic() - clock,
-        committed=committed,
-        previous=[p for p in previous if p],
-        failures=failures + sink_failures,
+        scoring_seconds=scoring_seconds,
+        scored_now=scored_now,
+        records=[layout.read_json(layout.stats(r.name)) or {} for r in refs],
+        failures=failures,
         models=models,
         config=config_dump,
-        actors=actors,
+        actors=plan.describe() if todo else "none (nothing to score)",
+        fitted=fitted,
     )
     layout.write_json(layout.path(SUMMARY), summary)
     return RunResult(summary=summary, output=layout.url())
@@ -100,25 +121,17 @@ def _score(
     todo: list[Shard],
     layout: OutputLayout,
     config: WinnowConfig,
-    dims: dict[str, int],
-    models: list[dict[str, Any]],
-    config_dump: dict[str, Any],
-) -> tuple[list[dict[str, Any]], list[ShardFailure], str]:
-    from pipeline.scoring.dataset import build_dataset, plan_actors, ray_session
-
-    with ray_session(config.ray) as resources:
-        plan = plan_actors(config.ray, resources)
-        for model, entry in zip(models, config.models, strict=True):
-            model["precision"] = resolve_precision(entry.precision, plan.device)
-        metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
-        sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
-        tasks = [task for shard in todo for task in shard.row_group_tasks()]
-        log.info(
-            "scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe()
-        )
-        if tasks:
-            dataset = build_dataset(tasks, config, plan)
-            sink.consume(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
-        else:
-            sink.consume([])
-    return sink.committed, sink.failures, plan.describe()
+    plan: ActorPlan,
+    metadata: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[ShardFailure]]:
+    dims = {m.alias: embedding_dim(m) for m in config.models}
+    sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
+    tasks = [task for shard in todo for task in shard.row_group_tasks()]
+    log.info("scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe())
+    batches = (
+        build_dataset(tasks, config, plan).iter_batches(batch_size=None, batch_format="pyarrow")
+        if tasks
+        else []
+    )
+    sink.consume(batches)
+    return sink.committed, sink.failures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -25,6 +26,7 @@ IMG2DATASET_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("status", pa.string()),
         ("error_message", pa.string()),
+        ("sha256", pa.string()),
     ]
 )
 
@@ -79,6 +81,7 @@ def row(
         "height": 48,
         "status": status,
         "error_message": error,
+        "sha256": hashlib.sha256(image).hexdigest() if image else None,
     }
 
 

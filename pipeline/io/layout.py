@@ -18,6 +18,8 @@ from fsspec import AbstractFileSystem
 from pipeline.io.shards import open_fs
 
 SCORED = "scored"
+FILTERED = "filtered"
+REJECTED = "rejected"
 STATS = "stats"
 SUMMARY = "_summary.json"
 
@@ -45,11 +47,17 @@ class OutputLayout:
     def scored(self, name: str) -> str:
         return self.path(SCORED, f"{name}.parquet")
 
+    def filtered(self, name: str) -> str:
+        return self.path(FILTERED, f"{name}.parquet")
+
+    def rejected(self, name: str) -> str:
+        return self.path(REJECTED, f"{name}.parquet")
+
     def stats(self, name: str) -> str:
         return self.path(STATS, f"{name}.json")
 
-    def prepare(self) -> None:
-        for folder in (SCORED, STATS):
+    def prepare(self, *folders: str) -> None:
+        for folder in folders or (SCORED, STATS):
             self.fs.makedirs(self.path(folder), exist_ok=True)
 
     def temporary(self, final: str) -> str:

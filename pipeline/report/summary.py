@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -24,37 +25,53 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _filter_totals(records: list[dict[str, Any]], fitted: dict[str, Any]) -> dict[str, Any]:
+    filtered = [r["filters"] for r in records if "filters" in r]
+    removed: Counter[str] = Counter()
+    for item in filtered:
+        removed.update(item["removed_by"])
+    return {
+        "shards": len(filtered),
+        "kept": sum(f["kept"] for f in filtered),
+        "rejected": sum(f["rejected"] for f in filtered),
+        "removed_by": dict(removed),
+        "fitted": fitted,
+    }
+
+
 def build_summary(
     *,
     started: datetime,
-    seconds: float,
-    committed: list[dict[str, Any]],
-    previous: list[dict[str, Any]],
+    scoring_seconds: float,
+    scored_now: list[dict[str, Any]],
+    records: list[dict[str, Any]],
     failures: list[ShardFailure],
     models: list[dict[str, Any]],
     config: dict[str, Any],
     actors: str,
+    fitted: dict[str, Any],
 ) -> dict[str, Any]:
     """Totals over every committed shard of the output, and what this run itself did."""
     totals = ShardStats()
-    for record in [*previous, *committed]:
+    for record in records:
         totals.merge(ShardStats.from_json(record))
-    rows_now = sum(r["rows"] for r in committed)
+    rows_now = sum(r["rows"] for r in scored_now)
     return {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "this_run": {
-            "shards_scored": len(committed),
-            "shards_skipped": len(previous),
+            "shards_scored": len(scored_now),
+            "shards_skipped": len(records) - len(scored_now),
             "shards_failed": len(failures),
             "rows": rows_now,
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(rows_now / seconds, 1) if seconds > 0 else None,
+            "scoring_seconds": round(scoring_seconds, 3),
+            "rows_per_second": round(rows_now / scoring_seconds, 1) if rows_now else None,
             "actors": actors,
         },
         "failed_shards": [{"shard": f.name, "input": f.url, "error": f.error} for f in failures],
-        "shards": sorted(r["shard"] for r in [*previous, *committed]),
+        "shards": sorted(r["shard"] for r in records),
         **totals.to_json(),
+        "filters": _filter_totals(records, fitted),
         "models": models,
         "config": config,
         "versions": versions(),
@@ -62,11 +79,12 @@ def build_summary(
 
 
 def closing_line(summary: dict[str, Any], output: str) -> str:
-    run = summary["this_run"]
+    run, filters = summary["this_run"], summary["filters"]
     not_scored = sum(n for s, n in summary["status_counts"].items() if s != RowStatus.OK)
     rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "no rows scored"
     return (
         f"winnow: {run['shards_scored']} shard(s) scored, {run['shards_skipped']} skipped, "
         f"{run['shards_failed']} failed; {run['rows']:,} rows this run at {rate}; "
-        f"{summary['rows']:,} rows in output, {not_scored:,} without a score -> {output}"
+        f"{summary['rows']:,} rows in output, {not_scored:,} without a score, "
+        f"{filters['kept']:,} kept by the filters -> {output}"
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,25 +44,6 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
         )
     actors = settings.num_actors or max(1, cpus // 4)
     return ActorPlan(device="cpu", actors=actors, gpus_per_actor=0, threads=max(1, cpus // actors))
-
-
-@contextmanager
-def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
-    """Join the configured cluster, or start a local Ray that ends with the run."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": settings.address, "logging_level": logging.WARNING}
-        if settings.address is None:
-            kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
-        ray.init(**kwargs)
-        started = True
-    try:
-        yield ray.cluster_resources()
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: ActorPlan) -> Any:

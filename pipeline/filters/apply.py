@@ -1,0 +1,182 @@
+"""Applying policies to one shard: read scored rows and image bytes, decide, write both sides.
+
+The scored shard holds every input row in input order, so the input's image
+bytes join back by position, one input row group at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import WinnowConfig
+from pipeline.filters.base import ROW, SHARD_NAME, Policy
+from pipeline.filters.policies import IMAGE_BYTES
+from pipeline.io.layout import OutputLayout
+from pipeline.io.shards import open_fs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardRef:
+    """A committed shard: its name, its scored output and its input."""
+
+    name: str
+    scored: str
+    input: str
+
+
+def shard_tables(
+    ref: ShardRef, config: WinnowConfig, *, columns: list[str] | None, with_image: bool
+) -> Iterator[pa.Table]:
+    """The scored rows of a shard, in input order, with shard name and row number attached."""
+    fs, path = open_fs(ref.scored, config.output.storage_options)
+    with fs.open(path, "rb") as handle:
+        scored = pq.read_table(handle, columns=columns)
+    image_column = config.input.image_column
+    if with_image and image_column not in scored.column_names:
+        in_fs, in_path = open_fs(ref.input, config.input.storage_options)
+        with in_fs.open(in_path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            if parquet.metadata.num_rows != scored.num_rows:
+                raise ValueError(
+                    f"input {ref.input} has {parquet.metadata.num_rows} rows but its scored "
+                    f"output has {scored.num_rows}; rerun `winnow run` to score it again"
+                )
+            if not parquet.metadata.num_rows:
+                empty = pa.array([], parquet.schema_arrow.field(image_column).type)
+                yield _tag(scored, ref.name, 0, empty)
+            start = 0
+            for group in range(parquet.num_row_groups):
+                images = parquet.read_row_group(group, columns=[image_column])[image_column]
+                if not len(images):
+                    continue
+                yield _tag(scored.slice(start, len(images)), ref.name, start, images)
+                start += len(images)
+        return
+    images = scored[image_column] if with_image else None
+    yield _tag(scored, ref.name, 0, images)
+
+
+def _tag(table: pa.Table, name: str, start: int, images: Any) -> pa.Table:
+    rows = table.num_rows
+    table = table.append_column(SHARD_NAME, pa.array([name] * rows, pa.string()))
+    table = table.append_column(ROW, pa.array(np.arange(start, start + rows), pa.int64()))
+    if images is not None:
+        table = table.append_column(IMAGE_BYTES, images)
+    return table
+
+
+def evaluate(
+    table: pa.Table, policies: list[Policy]
+) -> tuple[np.ndarray, list[str | None], list[str | None]]:
+    """Keep mask, and for rejected rows the first policy that rejected them and why."""
+    alive = np.ones(table.num_rows, bool)
+    rejected_by: list[str | None] = [None] * table.num_rows
+    reasons: list[str | None] = [None] * table.num_rows
+    for policy in policies:
+        index = np.flatnonzero(alive)
+        if not len(index):
+            break
+        verdict = policy.decide(table.take(pa.array(index)))
+        for position in np.flatnonzero(~verdict.keep):
+            row = int(index[position])
+            rejected_by[row], reasons[row] = policy.name, verdict.reasons[position]
+        alive[index[~verdict.keep]] = False
+    return alive, rejected_by, reasons
+
+
+def output_columns(
+    config: WinnowConfig, scored_schema: pa.Schema, input_schema: pa.Schema
+) -> list[str]:
+    """Input columns in input order (image bytes included), then status, error and scores."""
+    added = [config.output.status_column, config.output.error_column]
+    for model in config.models:
+        added.append(f"{model.alias}_score")
+        if config.output.filtered_embeddings:
+            added += [f"{model.alias}_image_embedding", f"{model.alias}_text_embedding"]
+    inputs = [
+        n for n in input_schema.names if n in scored_schema.names or n == config.input.image_column
+    ]
+    return inputs + added
+
+
+class _Output:
+    def __init__(self, layout: OutputLayout, final: str) -> None:
+        self.layout, self.final = layout, final
+        self.temporary = layout.temporary(final)
+        self.handle: Any = None
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.handle = self.layout.fs.open(self.temporary, "wb")
+            self.writer = pq.ParquetWriter(self.handle, table.schema)
+        self.writer.write_table(table)
+
+    def commit(self, schema: pa.Schema) -> None:
+        if self.writer is None:
+            self.write(schema.empty_table())
+        self.writer.close()
+        self.handle.close()
+        self.layout.commit(self.temporary, self.final)
+
+
+def filter_shard(ref: ShardRef, config: WinnowConfig, policies: list[Policy]) -> dict[str, Any]:
+    """Write filtered/ (and rejected/) for one shard; return its filter stats."""
+    layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
+    in_fs, in_path = open_fs(ref.input, config.input.storage_options)
+    with in_fs.open(in_path, "rb") as handle:
+        input_schema = pq.read_schema(handle)
+    fs, path = open_fs(ref.scored, config.output.storage_options)
+    with fs.open(path, "rb") as handle:
+        scored_schema = pq.read_schema(handle)
+    columns = output_columns(config, scored_schema, input_schema)
+    kept_out = _Output(layout, layout.filtered(ref.name))
+    rejected_out = (
+        _Output(layout, layout.rejected(ref.name)) if config.output.write_rejected else None
+    )
+    removed: Counter[str] = Counter()
+    kept_rows = rejected_rows = 0
+    schema = None
+    for table in shard_tables(ref, config, columns=None, with_image=True):
+        table = (
+            table.drop_columns([config.input.image_column])
+            if config.input.image_column in table.column_names
+            else table
+        )
+        table = table.append_column(config.input.image_column, table[IMAGE_BYTES])
+        keep, rejected_by, reasons = evaluate(table, policies)
+        removed.update(r for r in rejected_by if r)
+        out = table.select(columns)
+        schema = out.schema
+        kept_out.write(out.filter(pa.array(keep)))
+        kept_rows += int(keep.sum())
+        rejected_rows += int((~keep).sum())
+        if rejected_out is not None:
+            drop = pa.array(~keep)
+            rejected = out.filter(drop)
+            rejected = rejected.append_column(
+                config.output.rejected_by_column, pa.array(rejected_by, pa.string()).filter(drop)
+            ).append_column(
+                config.output.reject_reason_column, pa.array(reasons, pa.string()).filter(drop)
+            )
+            rejected_out.write(rejected)
+    assert schema is not None
+    kept_out.commit(schema)
+    if rejected_out is not None:
+        extra = [
+            pa.field(config.output.rejected_by_column, pa.string()),
+            pa.field(config.output.reject_reason_column, pa.string()),
+        ]
+        rejected_out.commit(pa.schema([*schema, *extra]))
+    return {
+        "kept": kept_rows,
+        "rejected": rejected_rows,
+        "removed_by": {p.name: removed.get(p.name, 0) for p in policies},
+    }

@@ -1,0 +1,116 @@
+"""Curation policies: each decides, per row, keep or reject with a reason.
+
+A row policy looks at one shard's rows and nothing else. A pool policy first
+fits state over the whole pool (a threshold over every score, the set of
+duplicates), then decides per row from that state. Policies run in order, each
+on the rows still kept, and a rejected row records the first policy that
+rejected it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import WinnowConfig
+
+SHARD_NAME = "_winnow_shard_name"
+ROW = "_winnow_row"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    keep: np.ndarray  # bool per row
+    reasons: list[str | None]  # why, for each rejected row (None where kept)
+
+    @classmethod
+    def from_reasons(cls, reasons: list[str | None]) -> Verdict:
+        return cls(keep=np.asarray([r is None for r in reasons], bool), reasons=reasons)
+
+
+class Policy(ABC):
+    """A row policy: `decide` sees a table of one shard's rows (scored columns + input columns)."""
+
+    def __init__(self, spec: Any, config: WinnowConfig) -> None:
+        self.spec = spec
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        alias = getattr(self.spec, "alias", None)
+        return f"{self.spec.type}:{alias}" if alias else self.spec.type
+
+    def needs_image_bytes(self) -> bool:
+        return False
+
+    def input_columns(self) -> list[str]:
+        """Input columns this policy reads; a shard without one is a config error."""
+        return []
+
+    def for_shard(self, name: str) -> Policy:
+        """What a per-shard task needs of this policy (drop lists shrink to the shard's own)."""
+        return self
+
+    @abstractmethod
+    def decide(self, table: pa.Table) -> Verdict: ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the decisions depend on, so unchanged filtering can be skipped on rerun."""
+        return self.spec.model_dump()
+
+
+class PoolPolicy(Policy):
+    """A policy whose decisions depend on the whole pool: fit once, then decide per row."""
+
+    # True: fit on the rows the earlier policies keep; False: on every scored row.
+    fit_on_survivors: ClassVar[bool] = True
+
+    @abstractmethod
+    def fit(self, pool: Any) -> None:
+        """`pool` is a Ray Dataset of the rows to fit on (scored columns plus shard/row ids)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """The fitted state, for stats and the fingerprint."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "state": self.state()}
+
+
+class DropListPolicy(PoolPolicy):
+    """A pool policy whose fit yields the rows to drop, each with its reason (dedup)."""
+
+    def __init__(self, spec: Any, config: WinnowConfig) -> None:
+        super().__init__(spec, config)
+        self.drops: dict[str, dict[int, str]] = {}
+        self.fitted_rows = 0
+
+    def drop(self, shard: str, row: int, reason: str) -> None:
+        self.drops.setdefault(shard, {})[row] = reason
+
+    def for_shard(self, name: str) -> DropListPolicy:
+        """A copy holding only this shard's drops: what a per-shard task needs to carry."""
+        view = copy.copy(self)
+        view.drops = {name: self.drops.get(name, {})}
+        return view
+
+    def state(self) -> dict[str, Any]:
+        dropped = sum(len(rows) for rows in self.drops.values())
+        digest = hashlib.sha256(
+            json.dumps({k: sorted(v.items()) for k, v in sorted(self.drops.items())}).encode()
+        ).hexdigest()
+        return {"fitted_rows": self.fitted_rows, "dropped": dropped, "drops_sha256": digest}
+
+    def decide(self, table: pa.Table) -> Verdict:
+        names = table[SHARD_NAME].to_pylist()
+        rows = table[ROW].to_pylist()
+        return Verdict.from_reasons(
+            [self.drops.get(n, {}).get(r) for n, r in zip(names, rows, strict=True)]
+        )
