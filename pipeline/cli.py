@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_common()],
     )
     run.add_argument("config", help="YAML config file, e.g. configs/example.yaml")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="score only the shards the last run reported as failed",
+    )
     refilter = commands.add_parser(
         "filter",
         help="re-apply the config's filters to a run's scored output, without loading a model",
@@ -51,7 +56,11 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.run import run
 
     config = load_config(args.config, overrides=args.overrides)
-    result = run(config, score=args.command == "run")
+    result = run(
+        config,
+        score=args.command == "run",
+        retry_failed=getattr(args, "retry_failed", False),
+    )
     print(closing_line(result.summary, result.output), flush=True)
     for failure in result.failed:
         print(f"winnow: shard {failure['shard']} failed: {failure['error']}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pipeline.config import WinnowConfig
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
+from pipeline.io.lock import output_lock
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
 from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
@@ -69,14 +70,40 @@ def preflight(config: WinnowConfig) -> list[str]:
     return warnings
 
 
-def run(config: WinnowConfig, *, score: bool = True) -> RunResult:
-    """Score the shards not yet committed (unless `score` is False), then filter them all."""
+def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False) -> RunResult:
+    """Score the shards not yet committed (unless `score` is False), then filter them all.
+
+    `retry_failed` limits scoring to the shards the last run reported as failed.
+    """
     if score:
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
     shards, failures = _usable(discover(config.input.paths(), config.input.storage_options), config)
-    todo = [s for s in shards if not layout.is_committed(s.name)] if score else []
+    with output_lock(layout):
+        leftovers = layout.remove_leftovers()
+        if leftovers:
+            log.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
+        states = {s.name: layout.state(s.name, s.fingerprint) for s in shards}
+        todo = [s for s in shards if states[s.name] != "committed"] if score else []
+        if retry_failed:
+            previous = layout.read_json(layout.path(SUMMARY)) or {}
+            names = {f["shard"] for f in previous.get("failed_shards", [])}
+            todo = [s for s in todo if s.name in names]
+            failures = [f for f in failures if f.name in names]
+        summary = _run_locked(config, layout, shards, todo, states, failures, score)
+    return RunResult(summary=summary, output=layout.url())
+
+
+def _run_locked(
+    config: WinnowConfig,
+    layout: OutputLayout,
+    shards: list[Shard],
+    todo: list[Shard],
+    states: dict[str, str],
+    failures: list[ShardFailure],
+    score: bool,
+) -> dict[str, Any]:
     models = [describe(m) for m in config.models]
     config_dump = config.model_dump(mode="json")
     started = datetime.now(timezone.utc)
@@ -106,6 +133,7 @@ def run(config: WinnowConfig, *, score: bool = True) -> RunResult:
         started=started,
         scoring_seconds=scoring_seconds,
         scored_now=scored_now,
+        redone={s.name for s in todo if states[s.name] == "changed"},
         records=[layout.read_json(layout.stats(r.name)) or {} for r in refs],
         failures=failures,
         models=models,
@@ -114,7 +142,7 @@ def run(config: WinnowConfig, *, score: bool = True) -> RunResult:
         fitted=fitted,
     )
     layout.write_json(layout.path(SUMMARY), summary)
-    return RunResult(summary=summary, output=layout.url())
+    return summary
 
 
 def _score(

@@ -49,7 +49,7 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
         cwd=tmp_path,
     )
     assert first.returncode == 0, first.stderr
-    assert "3 shard(s) scored, 0 skipped, 0 failed" in first.stdout
+    assert "3 new shard(s) scored, 0 redone (input changed), 0 skipped, 0 failed" in first.stdout
     assert f"-> file://{out}" in first.stdout
     assert not (tmp_path / "elsewhere").exists()
     committed = {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()}
@@ -57,7 +57,7 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
 
     second = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "0 shard(s) scored, 3 skipped, 0 failed" in second.stdout
+    assert "0 new shard(s) scored, 0 redone (input changed), 3 skipped, 0 failed" in second.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()} == committed
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"] == 15
@@ -65,9 +65,15 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
 
     write_shard(tmp_path / "in" / "00003.parquet", good_rows(3, 4))
     third = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
-    assert "1 shard(s) scored, 3 skipped, 0 failed" in third.stdout
+    assert "1 new shard(s) scored, 0 redone (input changed), 3 skipped, 0 failed" in third.stdout
     assert pq.read_table(out / "scored" / "00003.parquet").num_rows == 4
     assert not [p for p in out.rglob(".*.tmp")]
+
+    write_shard(tmp_path / "in" / "00001.parquet", good_rows(11, 2))
+    fourth = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
+    assert "0 new shard(s) scored, 1 redone (input changed), 3 skipped, 0 failed" in fourth.stdout
+    redone = pq.read_table(out / "scored" / "00001.parquet")
+    assert redone["key"].to_pylist() == [r["key"] for r in good_rows(11, 2)]
 
 
 def test_failed_shard_exits_non_zero_and_names_it(tmp_path, tiny_checkpoint):

@@ -1,8 +1,11 @@
 """Where a run's outputs live, and how a file appears complete or not at all.
 
 Files are written under a temporary dot-name in their final folder and then
-moved into place. A shard's stats JSON is written last and is its commit
-marker (as in img2dataset): a rerun skips exactly the shards that have one.
+moved into place. A shard's stats JSON is written after its data files and is
+its commit record (as in img2dataset): it names the input's size and version,
+and the folder of them is the run's manifest. A rerun skips shards whose record
+matches their input, redoes changed ones, and first removes temporary files
+that a killed attempt left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
+from pipeline.io.retry import retrying
 from pipeline.io.shards import open_fs
 
 SCORED = "scored"
@@ -65,7 +69,7 @@ class OutputLayout:
         return posixpath.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
 
     def commit(self, temporary: str, final: str) -> None:
-        self.fs.mv(temporary, final)
+        retrying(lambda: self.fs.mv(temporary, final), what=f"committing {final}")
 
     def discard(self, temporary: str) -> None:
         if self.fs.exists(temporary):
@@ -86,3 +90,20 @@ class OutputLayout:
     def is_committed(self, name: str) -> bool:
         marker = self.read_json(self.stats(name))
         return bool(marker) and self.fs.exists(self.scored(name))
+
+    def state(self, name: str, fingerprint: dict[str, Any]) -> str:
+        """'new', 'committed' (same input as recorded) or 'changed' (input differs: redo)."""
+        record = self.read_json(self.stats(name))
+        if not record or not self.fs.exists(self.scored(name)):
+            return "new"
+        return "committed" if record.get("input_fingerprint") == fingerprint else "changed"
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete temporary files of attempts that never committed (the caller holds the lock)."""
+        found = []
+        for folder in (SCORED, FILTERED, REJECTED, STATS, ""):
+            pattern = self.path(folder, ".*.tmp") if folder else self.path(".*.tmp")
+            found += self.fs.glob(pattern)
+        for path in found:
+            self.fs.rm(path)
+        return found

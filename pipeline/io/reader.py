@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import InputConfig
+from pipeline.io.retry import retrying
 from pipeline.io.shards import open_fs
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,17 @@ UPSTREAM_SUCCESS = "success"
 def read_input_row_group(
     url: str, row_group: int, *, columns: list[str] | None, storage_options: dict[str, Any]
 ) -> pa.Table:
+    """One row group; `columns` the shard lacks are left out rather than failing the read."""
     fs, path = open_fs(url, storage_options)
-    with fs.open(path, "rb") as handle:
-        return pq.ParquetFile(handle).read_row_group(row_group, columns=columns)
+
+    def read() -> pa.Table:
+        with fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            present = None if columns is None else [c for c in columns if c in names]
+            return parquet.read_row_group(row_group, columns=present)
+
+    return retrying(read, what=f"reading {url} row group {row_group}")
 
 
 def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> pa.Table:
@@ -81,11 +90,12 @@ def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Tab
         columns = [source.image_column, source.caption_column]
         columns += [c for c in (source.upstream_status_column, source.upstream_error_column) if c]
         try:
-            fs, path = open_fs(task["url"], source.storage_options)
-            with fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                present = [c for c in columns if c in parquet.schema_arrow.names]
-                table = parquet.read_row_group(task["row_group"], columns=present)
+            table = read_input_row_group(
+                task["url"],
+                task["row_group"],
+                columns=columns,
+                storage_options=source.storage_options,
+            )
             yield model_inputs(table, task, source)
         except Exception as error:  # reported per shard by the writer
             log.warning("cannot read %s row group %s: %s", task["url"], task["row_group"], error)

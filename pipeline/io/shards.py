@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import fsspec
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
 from pipeline.config import ConfigError
+from pipeline.io.retry import retrying
 
 GLOB_CHARS = set("*?[")
 
@@ -31,6 +33,7 @@ class Shard:
     num_rows: int
     row_group_rows: tuple[int, ...]
     schema: pa.Schema
+    fingerprint: dict[str, Any]
 
     @property
     def columns(self) -> list[str]:
@@ -116,15 +119,31 @@ def full_url(fs: AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
+def _footer(fs: AbstractFileSystem, path: str) -> pq.FileMetaData:
+    with fs.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).metadata
+
+
+# The first of these that a filesystem reports identifies a version of a file.
+VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "last_modified")
+
+
+def input_fingerprint(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
+    """Size and version (ETag or mtime) of an input file: a changed one is scored again."""
+    info = fs.info(path)
+    version = next((str(info[k]) for k in VERSION_KEYS if info.get(k) is not None), None)
+    return {"size": info.get("size"), "version": version}
+
+
 def discover(paths: list[str], storage_options: dict[str, Any]) -> Discovery:
     found = Discovery()
     for index, (fs, path) in enumerate(list_input_files(paths, storage_options)):
         url = full_url(fs, path)
         try:
-            with fs.open(path, "rb") as handle:
-                meta = pq.ParquetFile(handle).metadata
-                groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-                schema = meta.schema.to_arrow_schema()
+            meta = retrying(partial(_footer, fs, path), what=f"reading the footer of {url}")
+            groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+            schema = meta.schema.to_arrow_schema()
+            fingerprint = input_fingerprint(fs, path)
         except Exception as error:  # any unreadable footer is a per-shard failure
             found.failures.append(
                 ShardFailure(name=shard_name(path), url=url, error=f"unreadable Parquet: {error}")
@@ -138,6 +157,7 @@ def discover(paths: list[str], storage_options: dict[str, Any]) -> Discovery:
                 num_rows=sum(groups),
                 row_group_rows=groups,
                 schema=schema.remove_metadata(),
+                fingerprint=fingerprint,
             )
         )
     return found

@@ -146,6 +146,7 @@ class ShardWriter:
         record = {
             "shard": self.shard.name,
             "input": self.shard.url,
+            "input_fingerprint": self.shard.fingerprint,
             "output": self.layout.fs.unstrip_protocol(self.final),
             "committed_at": datetime.now(timezone.utc).isoformat(),
             "seconds": round(time.monotonic() - (self.started or time.monotonic()), 3),

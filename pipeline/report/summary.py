@@ -44,6 +44,7 @@ def build_summary(
     started: datetime,
     scoring_seconds: float,
     scored_now: list[dict[str, Any]],
+    redone: set[str],
     records: list[dict[str, Any]],
     failures: list[ShardFailure],
     models: list[dict[str, Any]],
@@ -61,6 +62,8 @@ def build_summary(
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "this_run": {
             "shards_scored": len(scored_now),
+            "shards_new": sum(r["shard"] not in redone for r in scored_now),
+            "shards_redone": sum(r["shard"] in redone for r in scored_now),
             "shards_skipped": len(records) - len(scored_now),
             "shards_failed": len(failures),
             "rows": rows_now,
@@ -83,8 +86,9 @@ def closing_line(summary: dict[str, Any], output: str) -> str:
     not_scored = sum(n for s, n in summary["status_counts"].items() if s != RowStatus.OK)
     rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "no rows scored"
     return (
-        f"winnow: {run['shards_scored']} shard(s) scored, {run['shards_skipped']} skipped, "
-        f"{run['shards_failed']} failed; {run['rows']:,} rows this run at {rate}; "
+        f"winnow: {run['shards_new']} new shard(s) scored, {run['shards_redone']} redone "
+        f"(input changed), {run['shards_skipped']} skipped, {run['shards_failed']} failed; "
+        f"{run['rows']:,} rows this run at {rate}; "
         f"{summary['rows']:,} rows in output, {not_scored:,} without a score, "
         f"{filters['kept']:,} kept by the filters -> {output}"
     )
