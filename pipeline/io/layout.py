@@ -41,6 +41,7 @@ class OutputLayout:
         self.fs: AbstractFileSystem
         self.fs, self.root = open_fs(root, storage_options)
         self.root = self.root.rstrip("/")
+        self.fs.invalidate_cache()  # another process may have written here since
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)

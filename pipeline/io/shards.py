@@ -80,6 +80,7 @@ def _is_data_file(path: str) -> bool:
 
 
 def _expand(fs: AbstractFileSystem, path: str) -> list[str]:
+    fs.invalidate_cache()  # a listing cached earlier in this process would hide new shards
     if GLOB_CHARS & set(path):
         return sorted(p for p in fs.glob(path) if _is_data_file(p))
     if fs.isdir(path):

@@ -1,0 +1,56 @@
+"""A run with input and output on S3 (moto's server on 127.0.0.1) equals the run on disk."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.run import run
+from tests.builders import config_data, good_rows, write_dataset, write_shard
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+
+FILTERS = [{"type": "caption", "min_words": 5}, {"type": "score_top_fraction", "fraction": 0.5}]
+
+
+def data_columns(table: pa.Table) -> pa.Table:
+    return table.replace_schema_metadata(None)
+
+
+def test_run_on_s3_matches_the_same_run_on_local_disk(tmp_path, tiny_checkpoint, s3):
+    fs, bucket, options = s3
+    write_dataset(tmp_path / "in", shards=2, rows=9, row_group_size=4)
+    fs.put(str(tmp_path / "in") + "/", f"{bucket}/in/", recursive=True)
+    fs.pipe(f"{bucket}/in/00000_stats.json", b"{}")  # img2dataset's side file, ignored
+
+    local = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    local["filters"] = FILTERS
+    remote = config_data(tmp_path / "in", tmp_path / "unused", tiny_checkpoint)
+    remote["filters"] = FILTERS
+    remote["input"].update(path=f"s3://{bucket}/in/", storage_options=options)
+    remote["output"].update(path=f"s3://{bucket}/out", storage_options=options)
+
+    run(parse_config(local))
+    result = run(parse_config(remote))
+    assert result.failed == [], result.failed
+    assert result.output == f"s3://{bucket}/out"
+    for side in ("scored", "filtered", "rejected"):
+        for name in ("00000", "00001"):
+            on_disk = pq.read_table(tmp_path / "out" / side / f"{name}.parquet")
+            with fs.open(f"{bucket}/out/{side}/{name}.parquet", "rb") as handle:
+                on_s3 = pq.read_table(io.BytesIO(handle.read()))
+            assert data_columns(on_s3).equals(data_columns(on_disk)), (side, name)
+    summary = json.loads(fs.cat(f"{bucket}/out/_summary.json"))
+    assert summary["rows"] == 18
+    assert not fs.glob(f"{bucket}/out/**/.*.tmp")
+
+    write_shard(tmp_path / "extra.parquet", good_rows(7, 3))
+    fs.put(str(tmp_path / "extra.parquet"), f"{bucket}/in/00002.parquet")
+    again = run(parse_config(remote))
+    assert again.summary["this_run"]["shards_new"] == 1
+    assert again.summary["this_run"]["shards_skipped"] == 2
