@@ -1,0 +1,84 @@
+"""Kill the driver (SIGKILL) at several points, rerun, and compare with a clean run.
+
+The whole process group is killed, as a job scheduler would: the local Ray the
+run started goes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.builders import config_data, write_dataset
+
+pytestmark = pytest.mark.slow
+KILLSWITCH = Path(__file__).parent / "killswitch"
+FILTERS = [{"type": "caption", "min_words": 5}, {"type": "score_top_fraction", "fraction": 0.5}]
+
+
+def winnow(config: Path, *, kill_at: str | None = None) -> int:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if kill_at:
+        env["WINNOW_KILL_AT"] = kill_at
+        env["PYTHONPATH"] = os.pathsep.join([str(KILLSWITCH), env.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    code = process.wait(timeout=300)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # what the killed driver left running
+    return code
+
+
+def ids(folder: Path) -> dict[str, list[str]]:
+    return {
+        p.name: pq.read_table(p, columns=["key"])["key"].to_pylist()
+        for p in sorted(folder.glob("*.parquet"))
+    }
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("kills")
+    write_dataset(root / "in", shards=3, rows=6, row_group_size=4)
+
+    def configure(name: str) -> Path:
+        data = config_data(root / "in", root / name, tiny_checkpoint)
+        data["filters"] = FILTERS
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    assert winnow(configure("clean")) == 0
+    return root, configure
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    ["scored:1:before", "scored:2:after", "stats:2:after", "stats:4:after"],
+    ids=["before-first-commit", "during-a-commit", "between-commits", "while-filtering"],
+)
+def test_rerun_after_a_kill_gives_the_clean_run(clean, kill_at):
+    root, configure = clean
+    name = kill_at.replace(":", "-")
+    config = configure(name)
+    assert winnow(config, kill_at=kill_at) == -signal.SIGKILL
+    assert winnow(config) == 0
+    for side in ("scored", "filtered", "rejected"):
+        got, want = ids(root / name / side), ids(root / "clean" / side)
+        assert got == want, side
+        assert all(len(set(keys)) == len(keys) for keys in got.values())
+    assert not list((root / name).rglob(".*.tmp"))
+    assert not (root / name / "_lock.json").exists()
