@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pipeline.config import RayConfig
+
+
+def resolve_address(settings: RayConfig) -> str:
+    """null means: the cluster this job was submitted to (RAY_ADDRESS), else a new local Ray.
+
+    Never whatever `ray start` cluster happens to run on this machine: a local
+    run stays local unless the config or the job submission says otherwise.
+    """
+    if settings.address is not None:
+        return settings.address
+    return os.environ.get("RAY_ADDRESS") or "local"
 
 
 @contextmanager
@@ -17,8 +29,9 @@ def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
 
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": settings.address, "logging_level": logging.WARNING}
-        if settings.address is None:
+        address = resolve_address(settings)
+        kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
+        if address == "local":
             kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
         ray.init(**kwargs)
         started = True

@@ -159,7 +159,9 @@ class ImagesConfig(_Section):
 
 class RayConfig(_Section):
     address: str | None = Field(
-        default=None, description="null starts a local Ray; 'auto' or ray://host:port joins one."
+        default=None,
+        description="null: the cluster a submitted job runs on, else a new local Ray; "
+        "'auto', host:port or ray://host:port joins that cluster.",
     )
     num_actors: int | None = Field(
         default=None, gt=0, description="Model actors; null = one per GPU, or sized to the CPUs."
