@@ -31,7 +31,7 @@ def local_ray():
     """One local Ray for the in-process runs of the whole session (starting it costs seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

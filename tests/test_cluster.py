@@ -72,6 +72,10 @@ def cluster():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        # `ray start` records its address for later `ray.init()` calls; do not leave ours behind.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def submit(cluster: tuple[str, dict], config: Path) -> subprocess.CompletedProcess:
