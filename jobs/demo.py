@@ -66,6 +66,7 @@ def main() -> int:
     write_synthetic(str(inputs), spec)
     result = run(config)
     print(closing_line(result.summary, result.output))
+    print(f"demo: report -> {result.report}")
     report = grade(output, inputs)
     policies = ", ".join(
         f"{p.type}" + (f" >= {p.value}" if p.type == "score_threshold" else "")

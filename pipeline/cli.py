@@ -48,7 +48,21 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_common()],
     )
     refilter.add_argument("config", help="the run's YAML config, with the filters to apply")
+    report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
+    report.add_argument("output", help="the run's output root (output.path), any fsspec URL")
+    report.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report.html import write_report
+
+    try:
+        print(f"winnow: report -> {write_report(args.output)}")
+    except FileNotFoundError as error:
+        print(f"winnow: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         retry_failed=getattr(args, "retry_failed", False),
     )
     print(closing_line(result.summary, result.output), flush=True)
+    if result.report:
+        print(f"winnow: report -> {result.report}", flush=True)
     for failure in result.failed:
         print(f"winnow: shard {failure['shard']} failed: {failure['error']}", file=sys.stderr)
     return EXIT_FAILED_SHARDS if result.failed else 0
@@ -75,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return _run(args)
+        return _report(args) if args.command == "report" else _run(args)
     except ConfigError as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -57,6 +57,10 @@ class OutputConfig(_Section):
     filtered_embeddings: bool = Field(
         default=False, description="Carry the embedding columns into filtered/ and rejected/."
     )
+    report: bool = Field(
+        default=True,
+        description="Write report/index.html (plots, examples, counts) after each run.",
+    )
     rejected_by_column: str = "winnow_rejected_by"
     reject_reason_column: str = "winnow_reject_reason"
     storage_options: dict[str, Any] = Field(default_factory=dict)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     summary: dict[str, Any]
     output: str
+    report: str | None = None
 
     @property
     def failed(self) -> list[dict[str, str]]:
@@ -92,7 +93,19 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
             todo = [s for s in todo if s.name in names]
             failures = [f for f in failures if f.name in names]
         summary = _run_locked(config, layout, shards, todo, states, failures, score)
-    return RunResult(summary=summary, output=layout.url())
+        report = _report(config) if config.output.report and summary["shards"] else None
+    return RunResult(summary=summary, output=layout.url(), report=report)
+
+
+def _report(config: WinnowConfig) -> str | None:
+    """The run's HTML report; a report that fails to render is a warning, not a failed run."""
+    from pipeline.report.html import write_report
+
+    try:
+        return write_report(config.output.path, config.output.storage_options)
+    except Exception as error:
+        log.warning("could not write the report: %s", error)
+        return None
 
 
 def _run_locked(

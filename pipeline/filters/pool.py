@@ -59,6 +59,14 @@ def pool_dataset(
     )
 
 
+def datacomp_threshold(scores: np.ndarray, fraction: float) -> float | None:
+    """The score at index floor(n * fraction) of the scores sorted descending (NaN ignored)."""
+    ranked = np.sort(scores[~np.isnan(scores)])[::-1]
+    if not len(ranked):
+        return None
+    return float(ranked[min(math.floor(len(ranked) * fraction), len(ranked) - 1)])
+
+
 class TopFractionPolicy(PoolPolicy):
     """DataComp's rule: over all scored rows, keep those scoring >= the score at floor(n * f)."""
 
@@ -79,12 +87,8 @@ class TopFractionPolicy(PoolPolicy):
             for batch in pool.iter_batches(batch_format="pyarrow", batch_size=None)
         ]
         scores = np.concatenate(chunks) if chunks else np.zeros(0)
-        scores = np.sort(scores[~np.isnan(scores)])[::-1]
-        self.pool_rows = len(scores)
-        if len(scores):
-            self.threshold = float(
-                scores[min(math.floor(len(scores) * self.spec.fraction), len(scores) - 1)]
-            )
+        self.pool_rows = int((~np.isnan(scores)).sum())
+        self.threshold = datacomp_threshold(scores, self.spec.fraction)
 
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pool_rows": self.pool_rows}

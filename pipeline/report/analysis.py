@@ -1,0 +1,177 @@
+"""Reading a run's output for analysis: the notebooks and `winnow report` share these.
+
+Built to stay fast on tens of millions of rows: the full pass reads only score
+and status columns; anything wider (captions, sizes, embeddings, image bytes)
+is read from a sample of shards and rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.filters.pool import datacomp_threshold
+from pipeline.io.layout import REJECTED, SCORED, SUMMARY, OutputLayout
+from pipeline.io.shards import open_fs
+
+LAION_B32 = 0.28
+DATACOMP_FRACTION = 0.3
+SHARD = "shard"
+ROW = "row"
+
+
+@dataclass(kw_only=True)
+class Run:
+    """A run's output root, its summary, and where its shards came from."""
+
+    layout: OutputLayout
+    summary: dict[str, Any]
+
+    @classmethod
+    def open(cls, output: str, storage_options: dict[str, Any] | None = None) -> Run:
+        layout = OutputLayout(root=output, storage_options=storage_options or {})
+        summary = layout.read_json(layout.path(SUMMARY))
+        if summary is None:
+            raise FileNotFoundError(
+                f"{layout.url(SUMMARY)} not found: is {output} a Winnow output?"
+            )
+        return cls(layout=layout, summary=summary)
+
+    @property
+    def aliases(self) -> list[str]:
+        return [m["alias"] for m in self.summary["models"]]
+
+    @property
+    def shards(self) -> list[str]:
+        return list(self.summary["shards"])
+
+    @property
+    def status_column(self) -> str:
+        return self.summary["config"]["output"]["status_column"]
+
+    @property
+    def image_column(self) -> str:
+        return self.summary["config"]["input"]["image_column"]
+
+    @property
+    def caption_column(self) -> str:
+        return self.summary["config"]["input"]["caption_column"]
+
+    def read_scored(self, name: str, columns: list[str] | None) -> pa.Table:
+        return self._read(SCORED, name, columns)
+
+    def _read(self, folder: str, name: str, columns: list[str] | None) -> pa.Table:
+        path = self.layout.path(folder, f"{name}.parquet")
+        with self.layout.fs.open(path, "rb") as handle:
+            present = pq.read_schema(handle).names
+            handle.seek(0)
+            wanted = None if columns is None else [c for c in columns if c in present]
+            table = pq.read_table(handle, columns=wanted)
+        table = table.append_column(SHARD, pa.array([name] * table.num_rows, pa.string()))
+        return table.append_column(ROW, pa.array(np.arange(table.num_rows), pa.int64()))
+
+    def scores(self) -> pa.Table:
+        """Every row's scores and status, with its shard and row: the one full pass."""
+        columns = [self.status_column, *(f"{a}_score" for a in self.aliases)]
+        return pa.concat_tables([self._read(SCORED, name, columns) for name in self.shards])
+
+    def fetch(self, selection: pa.Table, columns: list[str]) -> pa.Table:
+        """`columns` of the scored rows named by `selection` (its shard and row), in its order."""
+        parts = {}
+        for name in set(selection[SHARD].to_pylist()):
+            parts[name] = self._read(SCORED, name, columns)
+        return pa.Table.from_pylist(
+            [
+                {c: parts[s][c][r].as_py() for c in columns if c in parts[s].column_names}
+                for s, r in zip(
+                    selection[SHARD].to_pylist(), selection[ROW].to_pylist(), strict=True
+                )
+            ]
+        )
+
+    def sample(self, rows: int, columns: list[str] | None, *, seed: int = 0) -> pa.Table:
+        """About `rows` rows from randomly chosen shards (then rows), with `columns`."""
+        rng = np.random.default_rng(seed)
+        picked, total = [], 0
+        for name in rng.permutation(self.shards):
+            table = self._read(SCORED, str(name), columns)
+            picked.append(table)
+            total += table.num_rows
+            if total >= rows * 2:
+                break
+        table = pa.concat_tables(picked) if picked else pa.table({})
+        if table.num_rows > rows:
+            table = table.take(pa.array(np.sort(rng.choice(table.num_rows, rows, replace=False))))
+        return table
+
+    def rejections(self) -> dict[str, int]:
+        counts = self.summary.get("filters", {}).get("removed_by", {})
+        return {name: n for name, n in counts.items() if n}
+
+    def rejected_sample(self, rows: int) -> pa.Table | None:
+        names = [
+            n
+            for n in self.shards
+            if self.layout.fs.exists(self.layout.path(REJECTED, f"{n}.parquet"))
+        ]
+        if not names:
+            return None
+        column = self.summary["config"]["output"]["rejected_by_column"]
+        tables = [self._read(REJECTED, n, [column, self.caption_column]) for n in names[:4]]
+        return pa.concat_tables(tables).slice(0, rows)
+
+    def images(self, selection: pa.Table) -> list[bytes | None]:
+        """Image bytes of the rows named by `selection`, read back from the input shards."""
+        found: list[bytes | None] = [None] * selection.num_rows
+        options = self.summary["config"]["input"].get("storage_options", {})
+        shards, rows = selection[SHARD].to_pylist(), selection[ROW].to_pylist()
+        for name in set(shards):
+            source = (self.layout.read_json(self.layout.stats(name)) or {}).get("input")
+            if not source:
+                continue
+            fs, path = open_fs(source, options)
+            with fs.open(path, "rb") as handle:
+                images = pq.read_table(handle, columns=[self.image_column])[self.image_column]
+            for position, (shard, row) in enumerate(zip(shards, rows, strict=True)):
+                if shard == name:
+                    found[position] = images[row].as_py()
+        return found
+
+
+def retention(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Fraction of scored rows kept at each threshold (rows without a score are never kept)."""
+    valid = np.sort(scores[~np.isnan(scores)])
+    if not len(valid):
+        return np.zeros(len(thresholds))
+    return 1.0 - np.searchsorted(valid, thresholds, side="left") / len(valid)
+
+
+def recipe_marks(scores: np.ndarray) -> dict[str, float]:
+    """Where the common recipes would cut this distribution."""
+    marks = {f"LAION B/32 >= {LAION_B32}": LAION_B32}
+    top = datacomp_threshold(scores, DATACOMP_FRACTION)
+    if top is not None:
+        marks[f"DataComp top {DATACOMP_FRACTION:.0%} (>= {top:.3f})"] = top
+    return marks
+
+
+def score_bands(
+    scores: np.ndarray, threshold: float, *, per_band: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Row indices from the bottom, around `threshold`, and the top of the scores."""
+    rng = np.random.default_rng(seed)
+    valid = np.flatnonzero(~np.isnan(scores))
+    order = valid[np.argsort(scores[valid])]
+    if not len(order):
+        return {}
+    near = order[np.argsort(np.abs(scores[order] - threshold))][: per_band * 3]
+    pick = lambda rows: np.sort(rng.choice(rows, min(per_band, len(rows)), replace=False))  # noqa: E731
+    return {
+        "bottom": order[: max(per_band, 1)][:per_band],
+        f"around {threshold:.3f}": pick(near),
+        "top": order[::-1][:per_band],
+    }
