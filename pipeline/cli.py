@@ -48,6 +48,24 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_common()],
     )
     refilter.add_argument("config", help="the run's YAML config, with the filters to apply")
+    fetch = commands.add_parser(
+        "download",
+        help="fetch a URL list into img2dataset Parquet shards (the config's download: section)",
+        parents=[_common()],
+    )
+    fetch.add_argument("config", help="YAML config with a download: section")
+    exporter = commands.add_parser(
+        "export", help="write a run's embeddings for retrieval (npy, lance)"
+    )
+    exporter.add_argument("output", help="the run's output root (output.path)")
+    exporter.add_argument("--format", choices=["npy", "lance"], default="npy", dest="fmt")
+    exporter.add_argument(
+        "--output", dest="target", required=True, help="where to write the export"
+    )
+    exporter.add_argument(
+        "--alias", default=None, help="which model's embeddings (default: the first)"
+    )
+    exporter.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
     report.add_argument("output", help="the run's output root (output.path), any fsspec URL")
     report.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -62,6 +80,31 @@ def _report(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from pipeline.io.download import download, load_download_config
+
+    settings = load_download_config(args.config, overrides=args.overrides)
+    counts = download(settings)
+    print(
+        f"winnow: {counts['rows']:,} URLs in {counts['shards']} shard(s) at {settings.output_path} "
+        f"(by img2dataset status: {counts['status_counts']})\n"
+        f"Next: winnow run {args.config}   (with input.path: {settings.output_path})"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pipeline.io.export import export
+
+    try:
+        done = export(args.output, fmt=args.fmt, target=args.target, alias=args.alias)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"winnow: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"winnow: exported {done['rows']:,} rows ({done['format']}) -> {done['output']}")
     return 0
 
 
@@ -91,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return _report(args) if args.command == "report" else _run(args)
+        commands = {"report": _report, "download": _download, "export": _export}
+        return commands.get(args.command, _run)(args)
     except ConfigError as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG

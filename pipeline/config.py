@@ -30,6 +30,9 @@ class InputConfig(_Section):
     path: str | list[str] = Field(
         description="A directory, a glob or a file, or a list of them; any fsspec URL."
     )
+    format: Literal["parquet", "webdataset"] = Field(
+        default="parquet", description="img2dataset Parquet shards, or WebDataset tars."
+    )
     image_column: str = "jpg"
     caption_column: str = "caption"
     id_column: str | None = "key"
@@ -153,6 +156,25 @@ FilterConfig = Annotated[
 ]
 
 
+class DownloadConfig(_Section):
+    """`winnow download`: a URL list to img2dataset Parquet shards, read by `winnow run` next."""
+
+    url_list: str = Field(description="A file or folder of URL lists; any fsspec URL.")
+    input_format: Literal["csv", "tsv", "parquet", "jsonl", "json", "txt"] = "csv"
+    url_col: str = "url"
+    caption_col: str | None = "caption"
+    output_path: str = Field(description="Where the shards go: point input.path here.")
+    extra_columns: list[str] = Field(default_factory=list, description="Other columns to keep.")
+    image_size: int = Field(default=256, gt=0, description="Shorter side after resizing.")
+    resize_mode: Literal["keep_ratio", "center_crop", "border", "no"] = "keep_ratio"
+    resize_only_if_bigger: bool = True
+    processes: int = Field(default=1, gt=0)
+    threads: int = Field(default=32, gt=0)
+    rows_per_shard: int = Field(default=10_000, gt=0)
+    timeout_s: int = Field(default=10, gt=0)
+    retries: int = Field(default=0, ge=0)
+
+
 class ImagesConfig(_Section):
     max_pixels: int = Field(
         default=89_478_485,
@@ -176,6 +198,7 @@ class RayConfig(_Section):
 
 
 class WinnowConfig(_Section):
+    download: DownloadConfig | None = None
     input: InputConfig
     output: OutputConfig
     models: list[ModelConfig] = Field(min_length=1)
@@ -232,7 +255,7 @@ class WinnowConfig(_Section):
             )
 
 
-def _format_validation_error(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
@@ -290,7 +313,7 @@ def parse_config(data: Any, *, overrides: Iterable[str] = ()) -> WinnowConfig:
     try:
         return WinnowConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error)) from None
+        raise ConfigError(format_validation_error(error)) from None
 
 
 def load_config(path: str | Path, *, overrides: Iterable[str] = ()) -> WinnowConfig:

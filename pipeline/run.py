@@ -64,6 +64,21 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
     return usable, failures
 
 
+def _staged(config: WinnowConfig, layout: OutputLayout) -> WinnowConfig:
+    """WebDataset input is staged as Parquet under the output root; the run then reads that."""
+    from pipeline.io.webdataset import stage
+
+    paths = stage(config.input, layout)
+    source = config.input.model_copy(
+        update={
+            "path": paths,
+            "format": "parquet",
+            "storage_options": config.output.storage_options,
+        }
+    )
+    return config.model_copy(update={"input": source})
+
+
 def preflight(config: WinnowConfig) -> list[str]:
     warnings = []
     for index, model in enumerate(config.models):
@@ -80,6 +95,8 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
+    if config.input.format == "webdataset":
+        config = _staged(config, layout)
     shards, failures = _usable(discover(config.input.paths(), config.input.storage_options), config)
     with output_lock(layout):
         leftovers = layout.remove_leftovers()

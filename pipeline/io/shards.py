@@ -74,7 +74,7 @@ def open_fs(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSyst
     return fs, path
 
 
-def _is_data_file(path: str) -> bool:
+def is_data_file(path: str) -> bool:
     base = posixpath.basename(path)
     return base.endswith(".parquet") and not base.startswith(("_", "."))
 
@@ -82,9 +82,9 @@ def _is_data_file(path: str) -> bool:
 def _expand(fs: AbstractFileSystem, path: str) -> list[str]:
     fs.invalidate_cache()  # a listing cached earlier in this process would hide new shards
     if GLOB_CHARS & set(path):
-        return sorted(p for p in fs.glob(path) if _is_data_file(p))
+        return sorted(p for p in fs.glob(path) if is_data_file(p))
     if fs.isdir(path):
-        return sorted(p for p in fs.ls(path, detail=False) if _is_data_file(p))
+        return sorted(p for p in fs.ls(path, detail=False) if is_data_file(p))
     if fs.exists(path):
         return [path]
     raise ConfigError(f"input.path: {path!r} does not exist")

@@ -1,0 +1,99 @@
+"""`winnow export`: a run's embeddings in the layouts retrieval tools read.
+
+`npy` writes clip-retrieval's layout, which autofaiss builds an index from:
+`img_emb/img_emb_N.npy`, `text_emb/text_emb_N.npy` and `metadata/metadata_N.parquet`,
+one part per scored shard, rows aligned across the three. `lance` writes a
+Lance table (LanceDB reads it) with `vector` (image) and `text_vector` columns.
+Only rows with both embeddings (status ok) are exported.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.io.shards import open_fs
+from pipeline.report.analysis import Run
+
+FORMATS = ("npy", "lance")
+
+
+def _part(run: Run, name: str, alias: str) -> pa.Table:
+    image, text = f"{alias}_image_embedding", f"{alias}_text_embedding"
+    id_column = run.summary["config"]["input"]["id_column"]
+    wanted = [c for c in (id_column, run.caption_column, "url") if c]
+    table = run.read_scored(name, [*wanted, f"{alias}_score", image, text])
+    return table.filter(pc.and_(pc.is_valid(table[image]), pc.is_valid(table[text])))
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    flat = column.combine_chunks()
+    width = flat.type.list_size
+    return np.asarray(flat.flatten().to_numpy(zero_copy_only=False)).reshape(-1, width)
+
+
+def export_npy(
+    run: Run, alias: str, target: str, storage_options: dict[str, Any]
+) -> dict[str, Any]:
+    fs, root = open_fs(target, storage_options)
+    for folder in ("img_emb", "text_emb", "metadata"):
+        fs.makedirs(posixpath.join(root, folder), exist_ok=True)
+    rows = 0
+    for index, name in enumerate(run.shards):
+        part = _part(run, name, alias)
+        for folder, column in (("img_emb", "image"), ("text_emb", "text")):
+            with fs.open(posixpath.join(root, folder, f"{folder}_{index}.npy"), "wb") as handle:
+                np.save(handle, _matrix(part[f"{alias}_{column}_embedding"]))
+        metadata = part.drop_columns([f"{alias}_image_embedding", f"{alias}_text_embedding"])
+        with fs.open(posixpath.join(root, "metadata", f"metadata_{index}.parquet"), "wb") as handle:
+            pq.write_table(metadata, handle)
+        rows += part.num_rows
+    return {
+        "format": "npy",
+        "parts": len(run.shards),
+        "rows": rows,
+        "output": fs.unstrip_protocol(root),
+    }
+
+
+def export_lance(run: Run, alias: str, target: str) -> dict[str, Any]:
+    try:
+        import lance
+    except ImportError:
+        raise RuntimeError("--format lance needs pylance: pip install -e '.[lance]'") from None
+    tables = []
+    names = {f"{alias}_image_embedding": "vector", f"{alias}_text_embedding": "text_vector"}
+    for name in run.shards:
+        part = _part(run, name, alias).rename_columns(names)
+        for column in ("vector", "text_vector"):
+            width = part[column].type.list_size
+            vectors = part[column].cast(pa.list_(pa.float32(), width))
+            part = part.set_column(part.column_names.index(column), column, vectors)
+        tables.append(part)
+    table = pa.concat_tables(tables)
+    lance.write_dataset(table, target, mode="overwrite")
+    return {"format": "lance", "rows": table.num_rows, "output": target}
+
+
+def export(
+    output: str,
+    *,
+    fmt: str,
+    target: str,
+    alias: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    run = Run.open(output, storage_options)
+    alias = alias or run.aliases[0]
+    if alias not in run.aliases:
+        raise ValueError(
+            f"--alias {alias!r} is not a model of this run (have: {', '.join(run.aliases)})"
+        )
+    if fmt == "npy":
+        return export_npy(run, alias, target, storage_options or {})
+    return export_lance(run, alias, target)

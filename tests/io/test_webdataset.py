@@ -1,0 +1,73 @@
+"""The same images as WebDataset tars (img2dataset's layout) score exactly as the Parquet route."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.run import run
+from tests.builders import config_data, good_rows, row, write_shard
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+
+
+def write_tar(path, rows, *, sidecar: bool) -> None:
+    with tarfile.open(path, "w") as tar:
+        for r in rows:
+            if r["status"] != "success":
+                continue  # img2dataset's tars hold only what it fetched
+            meta = {k: v for k, v in r.items() if k not in ("jpg", "caption")}
+            for extension, data in (
+                ("jpg", r["jpg"]),
+                ("txt", r["caption"].encode()),
+                ("json", json.dumps(meta).encode()),
+            ):
+                info = tarfile.TarInfo(f"{r['key']}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    if sidecar:
+        pq.write_table(
+            pa.Table.from_pylist([{k: v for k, v in r.items() if k != "jpg"} for r in rows]),
+            str(path).replace(".tar", ".parquet"),
+        )
+
+
+def test_webdataset_tars_score_like_parquet(tmp_path, tiny_checkpoint):
+    shards = [
+        [
+            *good_rows(0, 5),
+            row("failed", None, "gone", status="failed_to_download", error="HTTP Error 404"),
+        ],
+        good_rows(1, 4),
+    ]
+    for index, rows in enumerate(shards):
+        write_shard(tmp_path / "parquet" / f"{index:05d}.parquet", rows)
+    (tmp_path / "tars").mkdir()
+    write_tar(tmp_path / "tars" / "00000.tar", shards[0], sidecar=True)
+    write_tar(tmp_path / "tars" / "00001.tar", shards[1], sidecar=False)
+
+    run(parse_config(config_data(tmp_path / "parquet", tmp_path / "from-parquet", tiny_checkpoint)))
+    data = config_data(tmp_path / "tars", tmp_path / "from-tars", tiny_checkpoint)
+    data["input"]["format"] = "webdataset"
+    result = run(parse_config(data))
+    assert result.failed == []
+    for name in ("00000", "00001"):
+        tars = pq.read_table(tmp_path / "from-tars" / "scored" / f"{name}.parquet")
+        parquet = pq.read_table(tmp_path / "from-parquet" / "scored" / f"{name}.parquet")
+        assert tars["key"].to_pylist() == parquet["key"].to_pylist()
+        assert tars["clip_score"].equals(parquet["clip_score"])
+        assert tars["winnow_status"].equals(parquet["winnow_status"])
+        assert tars["clip_image_embedding"].equals(parquet["clip_image_embedding"])
+    failed = pq.read_table(tmp_path / "from-tars" / "scored" / "00000.parquet").to_pylist()[-1]
+    assert (
+        failed["winnow_status"] == "upstream_failed" and failed["winnow_error"] == "HTTP Error 404"
+    )
+
+    again = run(parse_config(data))  # tars unchanged: nothing staged or scored again
+    assert again.summary["this_run"]["shards_skipped"] == 2
