@@ -14,21 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-TINY = "winnow-test-tiny"
+from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 
-IMG2DATASET_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("jpg", pa.binary()),
-        ("caption", pa.string()),
-        ("url", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("status", pa.string()),
-        ("error_message", pa.string()),
-        ("sha256", pa.string()),
-    ]
-)
+TINY = "winnow-test-tiny"
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
@@ -79,6 +67,8 @@ def row(
         "url": f"http://127.0.0.1/{key}.jpg",
         "width": 64,
         "height": 48,
+        "original_width": 64,
+        "original_height": 48,
         "status": status,
         "error_message": error,
         "sha256": hashlib.sha256(image).hexdigest() if image else None,

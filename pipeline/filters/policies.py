@@ -33,23 +33,22 @@ class CaptionPolicy(Policy):
     def input_columns(self) -> list[str]:
         return [self.config.input.caption_column]
 
+    def _reason(self, text: str | bytes | None) -> str | None:
+        if text is None:
+            return "caption is null"
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        words, chars = len(text.split()), len(text.strip())
+        if words < self.spec.min_words:
+            return f"{words} word(s) < min_words {self.spec.min_words}"
+        if chars < self.spec.min_chars:
+            return f"{chars} character(s) < min_chars {self.spec.min_chars}"
+        if self.spec.max_chars is not None and chars > self.spec.max_chars:
+            return f"{chars} characters > max_chars {self.spec.max_chars}"
+        return None
+
     def decide(self, table: pa.Table) -> Verdict:
-        reasons: list[str | None] = []
-        for text in table[self.config.input.caption_column].to_pylist():
-            if text is None:
-                reasons.append("caption is null")
-                continue
-            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-            words, chars = len(text.split()), len(text.strip())
-            if words < self.spec.min_words:
-                reasons.append(f"{words} word(s) < min_words {self.spec.min_words}")
-            elif chars < self.spec.min_chars:
-                reasons.append(f"{chars} character(s) < min_chars {self.spec.min_chars}")
-            elif self.spec.max_chars is not None and chars > self.spec.max_chars:
-                reasons.append(f"{chars} characters > max_chars {self.spec.max_chars}")
-            else:
-                reasons.append(None)
-        return Verdict.from_reasons(reasons)
+        captions = table[self.config.input.caption_column].to_pylist()
+        return Verdict.from_reasons([self._reason(c) for c in captions])
 
 
 class ScoreThresholdPolicy(Policy):
@@ -98,21 +97,19 @@ class ImageSizePolicy(Policy):
             for w, h, data in zip(widths, heights, images, strict=True)
         ]
 
+    def _reason(self, size: tuple[int, int] | None) -> str | None:
+        if size is None:
+            return "image size unknown"
+        short, long = min(size), max(size)
+        ratio = long / short if short else float("inf")
+        if short < self.spec.min_side:
+            return f"shorter side {short} < min_side {self.spec.min_side}"
+        if self.spec.max_aspect_ratio is not None and ratio > self.spec.max_aspect_ratio:
+            return f"aspect ratio {ratio:.2f} > {self.spec.max_aspect_ratio}"
+        return None
+
     def decide(self, table: pa.Table) -> Verdict:
-        reasons: list[str | None] = []
-        for size in self._sizes(table):
-            if size is None:
-                reasons.append("image size unknown")
-                continue
-            short, long = min(size), max(size)
-            ratio = long / short if short else float("inf")
-            if short < self.spec.min_side:
-                reasons.append(f"shorter side {short} < min_side {self.spec.min_side}")
-            elif self.spec.max_aspect_ratio is not None and ratio > self.spec.max_aspect_ratio:
-                reasons.append(f"aspect ratio {ratio:.2f} > {self.spec.max_aspect_ratio}")
-            else:
-                reasons.append(None)
-        return Verdict.from_reasons(reasons)
+        return Verdict.from_reasons([self._reason(size) for size in self._sizes(table)])
 
 
 @cache

@@ -44,7 +44,7 @@ DEFAULT_MIX = {
     "download_failed": 0.05,
 }
 
-SCHEMA = pa.schema(
+IMG2DATASET_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("jpg", pa.binary()),
@@ -57,10 +57,10 @@ SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error_message", pa.string()),
         ("sha256", pa.string()),
-        ("gt_clean", pa.bool_()),
-        ("gt_noise", pa.string()),
     ]
 )
+# The generated shards: img2dataset's columns plus the ground truth.
+SCHEMA = pa.schema([*IMG2DATASET_SCHEMA, ("gt_clean", pa.bool_()), ("gt_noise", pa.string())])
 
 
 @dataclass(frozen=True, kw_only=True)
