@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         "--alias", default=None, help="which model's embeddings (default: the first)"
     )
     exporter.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    bench = commands.add_parser("bench", help="measure model-only, decode and end-to-end rates")
+    bench.add_argument("--model", default="ViT-B-32", help="open_clip architecture")
+    bench.add_argument(
+        "--pretrained", default=None, help="weights (default: random; speed is the same)"
+    )
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    bench.add_argument("--pairs", type=int, default=2048)
+    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
+    bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
     report.add_argument("output", help="the run's output root (output.path), any fsspec URL")
     report.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -108,6 +119,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.scoring.benchmark import BenchSpec, benchmark, table, write_json
+
+    spec = BenchSpec(
+        model=args.model,
+        pretrained=args.pretrained,
+        device=args.device,
+        precision=args.precision,
+        pairs=args.pairs,
+        batch_size=args.batch_size,
+    )
+    workdir = Path(args.output)
+    result = benchmark(spec, workdir=workdir)
+    print(table(result))
+    write_json(result, workdir / "bench.json")
+    print(f"winnow: bench table as JSON -> {workdir / 'bench.json'}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline.report.summary import closing_line
     from pipeline.run import run
@@ -134,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        commands = {"report": _report, "download": _download, "export": _export}
+        commands = {"report": _report, "download": _download, "export": _export, "bench": _bench}
         return commands.get(args.command, _run)(args)
     except ConfigError as error:
         print(f"winnow: {error}", file=sys.stderr)

@@ -1,0 +1,221 @@
+"""The benchmark: model-only, decode-only and end-to-end rates measured in one run.
+
+Speed claims are ratios measured side by side on the same data and machine:
+the towers alone on pre-made tensors (the ceiling), image decode + preprocess
+alone, and the real job from Parquet on disk to scored Parquet on disk.
+Weights are random unless given: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import ModelConfig, parse_config
+from pipeline.images.decode import decode_image
+from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
+from pipeline.synth.dataset import IMG2DATASET_SCHEMA
+from pipeline.synth.scenes import caption, random_scene, render
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSpec:
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    pairs: int = 2048
+    batch_size: int = 256
+    shards: int = 4
+    seed: int = 0
+    min_side: int = 256
+    max_side: int = 1024
+
+
+def web_like_jpeg(rng: np.random.Generator, spec: BenchSpec) -> tuple[bytes, str, int, int]:
+    """A synthetic scene with photo-like texture, 256-1024 px, at web JPEG sizes (tens of KB)."""
+    scene = random_scene(rng)
+    side = int(rng.integers(spec.min_side, spec.max_side + 1))
+    height = int(side * rng.uniform(0.6, 1.0))
+    image = render(scene, rng, side=side).crop((0, 0, side, height))
+    texture = rng.normal(0, 9, (height, side, 3))
+    pixels = np.clip(np.asarray(image, np.float64) + texture, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=int(rng.integers(80, 93)))
+    return buffer.getvalue(), caption(scene, rng), side, height
+
+
+def generate(folder: Path, spec: BenchSpec) -> dict[str, Any]:
+    rng = np.random.default_rng(spec.seed)
+    per_shard = -(-spec.pairs // spec.shards)
+    sizes = []
+    for shard in range(spec.shards):
+        rows = []
+        for index in range(min(per_shard, spec.pairs - shard * per_shard)):
+            data, text, width, height = web_like_jpeg(rng, spec)
+            sizes.append(len(data))
+            rows.append(
+                {"key": f"{shard:05d}{index:05d}", "jpg": data, "caption": text, "width": width,
+                 "height": height, "original_width": width, "original_height": height,
+                 "status": "success"}
+            )  # fmt: skip
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=IMG2DATASET_SCHEMA),
+            folder / f"{shard:05d}.parquet",
+            row_group_size=512,
+        )
+    kilobytes = np.asarray(sizes) / 1024
+    return {
+        "pairs": len(sizes),
+        "jpeg_kb_median": round(float(np.median(kilobytes)), 1),
+        "jpeg_kb_p10_p90": [round(float(np.percentile(kilobytes, q)), 1) for q in (10, 90)],
+    }
+
+
+def _device(spec: BenchSpec) -> str:
+    import torch
+
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec.device
+
+
+def _synchronise(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def model_only(spec: BenchSpec, device: str) -> float:
+    """Pairs/s of both towers on pre-made tensors: the ceiling for the whole job."""
+    import torch
+
+    config = ModelConfig(
+        name=spec.model,
+        pretrained=spec.pretrained,
+        precision=spec.precision,
+        batch_size=spec.batch_size,
+    )
+    loaded = load_model(config, device=device)
+    size = loaded.model.visual.image_size
+    side = size if isinstance(size, int) else size[0]
+    pixels = torch.randn(spec.batch_size, 3, side, side, device=device, dtype=loaded.dtype)
+    tokens = get_tokenizer(tokenizer_name(config))(["a photo of a cat"] * spec.batch_size).to(
+        device
+    )
+    batches = max(1, spec.pairs // spec.batch_size)
+    with torch.inference_mode():
+        loaded.model.encode_image(pixels)
+        loaded.model.encode_text(tokens)
+        _synchronise(device)
+        started = time.perf_counter()
+        for _ in range(batches):
+            loaded.model.encode_image(pixels)
+            loaded.model.encode_text(tokens)
+        _synchronise(device)
+    return batches * spec.batch_size / (time.perf_counter() - started)
+
+
+def decode_only(folder: Path, spec: BenchSpec) -> float:
+    """Images/s of the CPU decode path (PIL decode + the model's preprocess), one process."""
+    config = ModelConfig(name=spec.model, pretrained=spec.pretrained, precision="fp32")
+    preprocess = load_model(config, device="cpu").preprocess
+    images = pq.read_table(folder, columns=["jpg"])["jpg"].to_pylist()[: max(64, spec.pairs // 4)]
+    started = time.perf_counter()
+    for data in images:
+        preprocess(decode_image(data, max_pixels=10**9).image)
+    return len(images) / (time.perf_counter() - started)
+
+
+def end_to_end(folder: Path, spec: BenchSpec) -> tuple[float, str]:
+    """Pairs/s through the real job: Parquet on disk to scored Parquet on disk."""
+    from pipeline.run import run
+
+    with tempfile.TemporaryDirectory() as output:
+        config = parse_config(
+            {
+                "input": {"path": str(folder)},
+                "output": {"path": output, "report": False},
+                "models": [
+                    {
+                        "name": spec.model,
+                        "pretrained": spec.pretrained,
+                        "precision": spec.precision,
+                        "batch_size": spec.batch_size,
+                    }
+                ],
+            }
+        )
+        summary = run(config).summary
+    return summary["this_run"]["rows_per_second"], summary["this_run"]["actors"]
+
+
+def _describe(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
+
+    device = _device(spec)
+    data = workdir / "shards"
+    data.mkdir(parents=True, exist_ok=True)
+    generated = generate(data, spec)
+    rates = {
+        "model_only_pairs_per_s": model_only(spec, device),
+        "decode_cpu_images_per_s": decode_only(data, spec),
+    }
+    rates["end_to_end_pairs_per_s"], actors = end_to_end(data, spec)
+    return {
+        "spec": asdict(spec),
+        "device": _describe(device),
+        "precision": resolve_precision(spec.precision, device),
+        "actors": actors,
+        "data": generated,
+        "rates": {k: round(v, 1) for k, v in rates.items()},
+        "ratio_end_to_end_vs_model_only": round(
+            rates["end_to_end_pairs_per_s"] / rates["model_only_pairs_per_s"], 3
+        ),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rates, spec, data = result["rates"], result["spec"], result["data"]
+    ceiling = rates["model_only_pairs_per_s"]
+    rows = [
+        ("model only (both towers)", ceiling),
+        ("decode + preprocess, CPU, 1 proc", rates["decode_cpu_images_per_s"]),
+        ("end to end (the job)", rates["end_to_end_pairs_per_s"]),
+    ]
+    return "\n".join(
+        [
+            f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
+            f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
+            f"job: {result['actors']}",
+            f"data: {data['pairs']} pairs, JPEG median {data['jpeg_kb_median']} KB "
+            f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), {spec['min_side']}-{spec['max_side']} px",
+            "",
+            f"{'measure':<34}{'rate /s':>12}  ratio to model-only",
+            *(f"{name:<34}{rate:>12,.1f}  {rate / ceiling:.3f}" for name, rate in rows),
+        ]
+    )
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,30 @@
+"""The benchmark in CI size: a smoke test of its code, with no timing assertion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.scoring.benchmark import BenchSpec, benchmark, table, write_json
+from tests.builders import TINY
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+
+
+def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
+    spec = BenchSpec(model=TINY, device="cpu", pairs=96, batch_size=32, shards=2)
+    result = benchmark(spec, workdir=tmp_path)
+    assert result["data"]["pairs"] == 96
+    assert 5 < result["data"]["jpeg_kb_median"] < 400
+    assert set(result["rates"]) == {
+        "model_only_pairs_per_s",
+        "decode_cpu_images_per_s",
+        "end_to_end_pairs_per_s",
+    }
+    assert all(rate > 0 for rate in result["rates"].values())
+    text = table(result)
+    for line in ("model only (both towers)", "decode + preprocess, CPU", "end to end (the job)"):
+        assert line in text
+    write_json(result, tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text())["precision"] == "fp32"
