@@ -181,6 +181,10 @@ class ImagesConfig(_Section):
         gt=0,
         description="Images whose header declares more pixels are refused before decoding.",
     )
+    decode: Literal["auto", "pil", "tensor"] = Field(
+        default="auto",
+        description="auto: nvJPEG + tensor preprocessing on GPU actors, PIL on CPU actors.",
+    )
 
 
 class RayConfig(_Section):

@@ -41,30 +41,43 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes | None, *, max_pixels: int) -> Decoded:
+def probe(data: bytes | None, *, max_pixels: int) -> tuple[str | None, Decoded | None]:
+    """The image's format from its header, or the failure that ends its row; no pixels decoded."""
     if data is None:
-        return Decoded(None, RowStatus.MISSING_IMAGE, "image bytes are null")
+        return None, Decoded(None, RowStatus.MISSING_IMAGE, "image bytes are null")
     if len(data) == 0:
-        return Decoded(None, RowStatus.DECODE_ERROR, "image bytes are empty")
+        return None, Decoded(None, RowStatus.DECODE_ERROR, "image bytes are empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                kind = image.format
+    except Image.UnidentifiedImageError:
+        return None, Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
+    except Exception as error:
+        return None, Decoded(None, RowStatus.DECODE_ERROR, f"cannot decode image: {error}")
+    if width * height > max_pixels:
+        message = (
+            f"{width}x{height} = {width * height} pixels is over images.max_pixels ({max_pixels})"
+        )
+        return kind, Decoded(None, RowStatus.IMAGE_TOO_LARGE, message)
+    return kind, None
+
+
+def decode_image(data: bytes | None, *, max_pixels: int) -> Decoded:
+    _, failure = probe(data, max_pixels=max_pixels)
+    if failure is not None:
+        return failure
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                return Decoded(
-                    None,
-                    RowStatus.IMAGE_TOO_LARGE,
-                    f"{width}x{height} = {width * height} pixels is over images.max_pixels "
-                    f"({max_pixels})",
-                )
             image.load()
             image = ImageOps.exif_transpose(image)
             image = _to_8bit(image)
             if image.mode != "RGB":
                 image = image.convert("RGB")
-    except Image.UnidentifiedImageError:
-        return Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
     except Exception as error:  # truncated data, bad headers, codec errors
         return Decoded(None, RowStatus.DECODE_ERROR, f"cannot decode image: {error}")
     return Decoded(image, RowStatus.OK)

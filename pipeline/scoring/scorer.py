@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ImagesConfig, ModelConfig
-from pipeline.images.decode import decode_image
+from pipeline.images.decode import Decoded, decode_image, probe
+from pipeline.images.tensor import TensorPreprocess, decode_jpegs
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
 from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_column
@@ -36,26 +37,48 @@ class RowChecks:
     text_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def check_rows(table: pa.Table, images: ImagesConfig) -> RowChecks:
+def check_rows(
+    table: pa.Table, images: ImagesConfig, *, jpeg_device: str | None = None
+) -> RowChecks:
+    """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
+
+    With `jpeg_device`, JPEG rows are decoded there in one batch; anything else,
+    and any JPEG that decoder refuses, goes through PIL, which sets its status.
+    """
     upstream_ok = table[UPSTREAM_OK].to_pylist()
     upstream_error = table[UPSTREAM_ERROR].to_pylist()
     caption_status = table[CAPTION_STATUS].to_pylist()
     caption_error = table[CAPTION_ERROR].to_pylist()
-    status, errors, decoded, image_rows, text_rows = [], [], [], [], []
-    for row, data in enumerate(table[IMAGE].to_pylist()):
+    data = table[IMAGE].to_pylist()
+    results: dict[int, Decoded] = {}
+    jpegs: list[int] = []
+    for row, value in enumerate(data):
         if not upstream_ok[row]:
-            image_status, image_error = RowStatus.UPSTREAM_FAILED, upstream_error[row]
+            results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
+            continue
+        kind, failure = probe(value, max_pixels=images.max_pixels)
+        if failure is not None:
+            results[row] = failure
+        elif jpeg_device and kind == "JPEG":
+            jpegs.append(row)
         else:
-            result = decode_image(data, max_pixels=images.max_pixels)
-            image_status, image_error = result.status, result.error
-            if result.image is not None:
-                decoded.append(result.image)
-                image_rows.append(row)
+            results[row] = decode_image(value, max_pixels=images.max_pixels)
+    for row, tensor in zip(jpegs, decode_jpegs([data[r] for r in jpegs], jpeg_device), strict=True):
+        if tensor is None:
+            results[row] = decode_image(data[row], max_pixels=images.max_pixels)
+        else:
+            results[row] = Decoded(tensor, RowStatus.OK)  # type: ignore[arg-type]
+    status, errors, decoded, image_rows, text_rows = [], [], [], [], []
+    for row in range(len(data)):
+        result = results[row]
+        if result.image is not None:
+            decoded.append(result.image)
+            image_rows.append(row)
         if caption_status[row] == RowStatus.OK:
             text_rows.append(row)
-        first = image_status if image_status != RowStatus.OK else caption_status[row]
+        first = result.status if result.status != RowStatus.OK else caption_status[row]
         status.append(str(first))
-        messages = [m for m in (image_error, caption_error[row]) if m]
+        messages = [m for m in (result.error, caption_error[row]) if m]
         errors.append("; ".join(messages) if messages else None)
     return RowChecks(
         status=status,
@@ -99,17 +122,32 @@ class ClipScorer:
         self.embedding_dtype = embedding_dtype
         self.configs = [ModelConfig(**m) for m in models]
         self.models: list[LoadedModel] = [load_model(c, device=device) for c in self.configs]
+        tensor_steps = [TensorPreprocess.of(m.model) for m in self.models]
+        wanted = self.images.decode == "tensor" or (
+            self.images.decode == "auto" and device.startswith("cuda")
+        )
+        usable = wanted and all(step is not None for step in tensor_steps)
+        self.tensor_steps = tensor_steps if usable else None
+        self.jpeg_device = device if usable else None
 
     def _encode(self, loaded: LoadedModel, config: ModelConfig, checks: RowChecks, table: pa.Table):
         import torch
         import torch.nn.functional as F
 
         model, size = loaded.model, config.batch_size
+        tensor_step = self.tensor_steps[self.models.index(loaded)] if self.tensor_steps else None
         image_out, text_out = [], []
         with torch.inference_mode():
             for start in range(0, len(checks.images), size):
                 chunk = checks.images[start : start + size]
-                pixels = torch.stack([loaded.preprocess(image) for image in chunk])
+                pixels = torch.stack(
+                    [
+                        tensor_step(image.to(self.device))
+                        if isinstance(image, torch.Tensor)
+                        else loaded.preprocess(image).to(self.device)
+                        for image in chunk
+                    ]
+                )
                 pixels = pixels.to(self.device, loaded.dtype, non_blocking=True)
                 image_out.append(F.normalize(model.encode_image(pixels).float(), dim=-1).cpu())
             if len(checks.text_rows):
@@ -126,7 +164,7 @@ class ClipScorer:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         num_rows = table.num_rows
-        checks = check_rows(table, self.images)
+        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device)
         columns: dict[str, pa.Array] = {
             SHARD: table[SHARD].combine_chunks(),
             ROW: table[ROW].combine_chunks(),

@@ -1,0 +1,68 @@
+"""The tensor decode path (nvJPEG on GPU actors) scores like the PIL path, bad rows included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.config import parse_config
+from pipeline.scoring.local import score_table, scorer_for
+from pipeline.synth.dataset import SynthSpec, generate_rows
+from tests.builders import bomb_png, encode, jpeg, photo, row
+
+CHECKPOINT = (
+    Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
+)
+
+
+def rows() -> pa.Table:
+    generated = list(generate_rows(SynthSpec(rows_per_shard=80, noise_fraction=0.3, seed=5), 0))
+    odd = [
+        row("png", encode(photo(1), "PNG"), "a png"),
+        row("grey-jpeg", encode(photo(2).convert("L"), "JPEG"), "grey"),
+        row("cmyk-jpeg", encode(photo(3).convert("CMYK"), "JPEG"), "cmyk"),
+        row("truncated", jpeg(4, (300, 300))[:500], "cut"),
+        row("bomb", bomb_png(), "huge"),
+    ]
+    keys = ["key", "jpg", "caption", "status", "error_message"]
+    return pa.Table.from_pylist([{k: r[k] for k in keys} for r in generated + odd])
+
+
+def scores(decode: str, device: str) -> tuple[np.ndarray, list[str]]:
+    config = parse_config(
+        {
+            "input": {"path": "unused"},
+            "output": {"path": "unused"},
+            "models": [{"name": "winnow-tiny", "pretrained": str(CHECKPOINT), "precision": "fp32"}],
+            "images": {"decode": decode},
+        }
+    )
+    out = score_table(rows(), config, scorer_for(config, device=device))
+    values = np.asarray(out["clip_score"].to_numpy(zero_copy_only=False), np.float64)
+    return values, out["_winnow_status"].to_pylist()
+
+
+def compare(device: str) -> None:
+    pil, pil_status = scores("pil", "cpu")
+    tensor, tensor_status = scores("tensor", device)
+    assert tensor_status == pil_status
+    both = ~np.isnan(pil)
+    difference = np.abs(tensor[both] - pil[both])
+    worst, mean = difference.max(), difference.mean()
+    print(f"tensor vs PIL path on {device}: max |score diff| {worst:.5f}, mean {mean:.5f}")
+    assert difference.max() < 0.01
+
+
+def test_tensor_path_on_cpu_matches_pil_within_a_hundredth():
+    compare("cpu")
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU: nvJPEG decode on the device"
+)
+def test_nvjpeg_path_on_gpu_matches_pil_within_a_hundredth():
+    compare("cuda")
