@@ -197,3 +197,22 @@ def test_float16_embeddings_by_default_and_image_bytes_on_request(tmp_path, tiny
     )
     norms = np.linalg.norm(embeddings(scored, "clip_image_embedding").astype(np.float32), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)
+
+
+def test_several_models_share_one_read_and_decode(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "in", shards=1, rows=6)
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    second = {**data["models"][0], "alias": "b32", "batch_size": 4}
+    data["models"].append(second)
+    run(parse_config(data))
+    scored = pq.read_table(tmp_path / "out" / "scored" / "00000.parquet")
+    for alias in ("clip", "b32"):
+        assert f"{alias}_score" in scored.column_names
+        assert f"{alias}_image_embedding" in scored.column_names
+    np.testing.assert_allclose(
+        scored["clip_score"].to_numpy(), scored["b32_score"].to_numpy(), atol=1e-6
+    )
+    record = json.loads(
+        pq.read_schema(tmp_path / "out" / "scored" / "00000.parquet").metadata[b"winnow"]
+    )
+    assert [m["alias"] for m in record["models"]] == ["clip", "b32"]
