@@ -87,6 +87,15 @@ def test_failed_shard_exits_non_zero_and_names_it(tmp_path, tiny_checkpoint):
     assert "shard 00001 failed" in result.stderr
     assert (tmp_path / "out" / "scored" / "00000.parquet").exists()
 
+    # Repaired, with a new shard beside it: --retry-failed redoes only the failed one.
+    write_shard(tmp_path / "in" / "00001.parquet", good_rows(1, 2))
+    write_shard(tmp_path / "in" / "00002.parquet", good_rows(2, 2))
+    retried = winnow("run", str(config), "--retry-failed", cwd=tmp_path)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 new shard(s) scored" in retried.stdout
+    assert (tmp_path / "out" / "scored" / "00001.parquet").exists()
+    assert not (tmp_path / "out" / "scored" / "00002.parquet").exists()
+
 
 @pytest.mark.parametrize(
     ("change", "message"),
