@@ -40,11 +40,12 @@ def histogram(
     axis.legend()
     if by_shard:
         per_shard = figure.add_subplot(1, columns, 2)
-        for name, values in list(by_shard.items())[:MAX_SHARD_LINES]:
-            density, _ = np.histogram(values[~np.isnan(values)], bins=edges, density=True)
+        shown = {n: v[~np.isnan(v)] for n, v in by_shard.items() if (~np.isnan(v)).any()}
+        for name, values in list(shown.items())[:MAX_SHARD_LINES]:
+            density, _ = np.histogram(values, bins=edges, density=True)
             per_shard.step(edges[:-1], density, where="post", label=name, linewidth=1)
         per_shard.set(title="Per shard (density)", xlabel="cosine score")
-        if len(by_shard) <= MAX_SHARD_LINES:
+        if len(shown) <= MAX_SHARD_LINES:
             per_shard.legend(fontsize="x-small", ncol=2)
     return figure
 
