@@ -63,11 +63,12 @@ def cluster():
     )
     try:
         address = f"http://127.0.0.1:{dashboard}"
-        deadline = time.monotonic() + 90
-        listing = [RAY, "job", "list", "--address", address]
-        while subprocess.run(listing, capture_output=True, env=env).returncode:
+        deadline = time.monotonic() + 180
+        # Ready means a job runs: the dashboard answers before the node's job agent does.
+        probe = [RAY, "job", "submit", "--address", address, "--", "python", "-c", "pass"]
+        while subprocess.run(probe, capture_output=True, env=env).returncode:
             assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
-            time.sleep(1)
+            time.sleep(2)
         yield address, env
     finally:
         os.killpg(head.pid, signal.SIGTERM)
