@@ -134,12 +134,31 @@ class Run:
             if not source:
                 continue
             fs, path = open_fs(source, options)
+            wanted = [
+                (p, r) for p, (s, r) in enumerate(zip(shards, rows, strict=True)) if s == name
+            ]
             with fs.open(path, "rb") as handle:
-                images = pq.read_table(handle, columns=[self.image_column])[self.image_column]
-            for position, (shard, row) in enumerate(zip(shards, rows, strict=True)):
-                if shard == name:
-                    found[position] = images[row].as_py()
+                found_here = _rows_of_column(
+                    pq.ParquetFile(handle), self.image_column, [r for _, r in wanted]
+                )
+            for (position, _), value in zip(wanted, found_here, strict=True):
+                found[position] = value
         return found
+
+
+def _rows_of_column(parquet: pq.ParquetFile, column: str, rows: list[int]) -> list[Any]:
+    """Values of one column at `rows`, reading only the row groups that hold them."""
+    starts = np.cumsum(
+        [0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    )
+    groups: dict[int, pa.ChunkedArray] = {}
+    values = []
+    for row in rows:
+        group = int(np.searchsorted(starts, row, side="right") - 1)
+        if group not in groups:
+            groups[group] = parquet.read_row_group(group, columns=[column])[column]
+        values.append(groups[group][row - int(starts[group])].as_py())
+    return values
 
 
 def retention(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
