@@ -54,6 +54,12 @@ def cluster():
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
+            # Ports of its own: a local Ray of the same test session holds the default ones.
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
             "--disable-usage-stats",
         ],
         stdout=subprocess.DEVNULL,
