@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.filters.pool import datacomp_threshold
-from pipeline.io.layout import REJECTED, SCORED, SUMMARY, OutputLayout
+from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.shards import open_fs
 
 LAION_B32 = 0.28
@@ -111,18 +111,6 @@ class Run:
     def rejections(self) -> dict[str, int]:
         counts = self.summary.get("filters", {}).get("removed_by", {})
         return {name: n for name, n in counts.items() if n}
-
-    def rejected_sample(self, rows: int) -> pa.Table | None:
-        names = [
-            n
-            for n in self.shards
-            if self.layout.fs.exists(self.layout.path(REJECTED, f"{n}.parquet"))
-        ]
-        if not names:
-            return None
-        column = self.summary["config"]["output"]["rejected_by_column"]
-        tables = [self._read(REJECTED, n, [column, self.caption_column]) for n in names[:4]]
-        return pa.concat_tables(tables).slice(0, rows)
 
     def images(self, selection: pa.Table) -> list[bytes | None]:
         """Image bytes of the rows named by `selection`, read back from the input shards."""
