@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     bench.add_argument("--pairs", type=int, default=2048)
     bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument(
+        "--in-flight", type=int, default=2, help="batches per model actor (ray.batches_in_flight)"
+    )
     bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
     bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
@@ -131,6 +134,7 @@ def _bench(args: argparse.Namespace) -> int:
         precision=args.precision,
         pairs=args.pairs,
         batch_size=args.batch_size,
+        in_flight=args.in_flight,
     )
     workdir = Path(args.output)
     result = benchmark(spec, workdir=workdir)

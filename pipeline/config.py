@@ -199,6 +199,13 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(
         default=None, gt=0, description="CPUs for a local Ray (null = all of this machine's)."
     )
+    batches_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches each model actor holds at once: one in the model while the "
+        "next is decoded. 1 = strictly one after the other.",
+    )
 
 
 class WinnowConfig(_Section):

@@ -34,9 +34,8 @@ class TensorPreprocess:
         size = (size, size) if isinstance(size, int) else tuple(size)
         return cls(size=size, mean=tuple(config["mean"]), std=tuple(config["std"]))
 
-    def __call__(self, image: Any) -> Any:
-        """uint8 CHW (any device) to a normalised float CHW tensor of the model's size."""
-        import torch
+    def crop(self, image: Any) -> Any:
+        """uint8 CHW of any size to uint8 CHW of the model's size, on the image's device."""
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
@@ -44,10 +43,24 @@ class TensorPreprocess:
         resized = F.resize(
             image, [min(height, width)], interpolation=InterpolationMode.BICUBIC, antialias=True
         )
-        cropped = F.center_crop(resized, [height, width]).float().div_(255).clamp_(0, 1)
-        mean = torch.tensor(self.mean, device=image.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=image.device).view(3, 1, 1)
-        return (cropped - mean) / std
+        return F.center_crop(resized, [height, width])
+
+    def __call__(self, images: list[Any], device: str) -> Any:
+        """uint8 CHW tensors (or RGB PIL images) to one normalised float NCHW batch on `device`.
+
+        Resize and crop go image by image; the float conversion and normalisation
+        run once on the whole batch, which saves most of the per-image kernels.
+        """
+        import torch
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        tensors = [
+            image if isinstance(image, torch.Tensor) else pil_to_tensor(image) for image in images
+        ]
+        batch = torch.stack([self.crop(image.to(device)) for image in tensors])
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return batch.float().div_(255).sub_(mean).div_(std)
 
 
 def decode_jpegs(data: list[bytes], device: str) -> list[Any | None]:

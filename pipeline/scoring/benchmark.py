@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ModelConfig, parse_config
+from pipeline.config import ModelConfig, WinnowConfig, parse_config
 from pipeline.images.decode import decode_image
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
@@ -40,6 +40,8 @@ class BenchSpec:
     seed: int = 0
     min_side: int = 256
     max_side: int = 1024
+    in_flight: int = 2
+    compare_rows: int = 128
 
 
 def web_like_jpeg(rng: np.random.Generator, spec: BenchSpec) -> tuple[bytes, str, int, int]:
@@ -140,26 +142,76 @@ def decode_only(folder: Path, spec: BenchSpec) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
+def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
+    """Images/s of the tensor path: batched JPEG decode (nvJPEG on a GPU) + tensor preprocess."""
+    from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+
+    config = ModelConfig(name=spec.model, pretrained=spec.pretrained, precision="fp32")
+    step = TensorPreprocess.of(load_model(config, device="cpu").model)
+    if step is None:
+        return None
+    images = pq.read_table(folder, columns=["jpg"])["jpg"].to_pylist()
+    images = images[: max(spec.batch_size, spec.pairs // 4)]
+    step([t for t in decode_jpegs(images[:8], device) if t is not None], device)
+    _synchronise(device)
+    started = time.perf_counter()
+    for start in range(0, len(images), spec.batch_size):
+        decoded = decode_jpegs(images[start : start + spec.batch_size], device)
+        step([t for t in decoded if t is not None], device)
+    _synchronise(device)
+    return len(images) / (time.perf_counter() - started)
+
+
+def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> WinnowConfig:
+    return parse_config(
+        {
+            "input": {"path": str(folder)},
+            "output": {"path": output, "report": False},
+            "models": [
+                {
+                    "name": spec.model,
+                    "pretrained": spec.pretrained,
+                    "precision": spec.precision,
+                    "batch_size": spec.batch_size,
+                }
+            ],
+            "images": images,
+            "ray": {"batches_in_flight": spec.in_flight},
+        }
+    )
+
+
+def path_difference(folder: Path, spec: BenchSpec, device: str) -> dict[str, float] | None:
+    """Max and mean |score difference| between the tensor and PIL decode paths, same rows."""
+    from pipeline.scoring.local import score_table, scorer_for
+
+    import torch
+
+    rows = pq.read_table(folder).slice(0, spec.compare_rows)
+    scores = []
+    for decode in ("pil", "tensor"):
+        config = _config(folder, "unused", spec, decode=decode)
+        torch.manual_seed(spec.seed)  # the same random weights for both, where none are given
+        scorer = scorer_for(config, device=device)
+        if decode == "tensor" and scorer.jpeg_device is None:
+            return None
+        out = score_table(rows, config, scorer)
+        scores.append(np.asarray(out["clip_score"].to_numpy(zero_copy_only=False), np.float64))
+    difference = np.abs(scores[0] - scores[1])
+    difference = difference[~np.isnan(difference)]
+    return {
+        "rows": int(difference.size),
+        "max": round(float(difference.max()), 5),
+        "mean": round(float(difference.mean()), 5),
+    }
+
+
 def end_to_end(folder: Path, spec: BenchSpec) -> tuple[float, str]:
     """Pairs/s through the real job: Parquet on disk to scored Parquet on disk."""
     from pipeline.run import run
 
     with tempfile.TemporaryDirectory() as output:
-        config = parse_config(
-            {
-                "input": {"path": str(folder)},
-                "output": {"path": output, "report": False},
-                "models": [
-                    {
-                        "name": spec.model,
-                        "pretrained": spec.pretrained,
-                        "precision": spec.precision,
-                        "batch_size": spec.batch_size,
-                    }
-                ],
-            }
-        )
-        summary = run(config).summary
+        summary = run(_config(folder, output, spec)).summary
     return summary["this_run"]["rows_per_second"], summary["this_run"]["actors"]
 
 
@@ -180,18 +232,22 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     rates = {
         "model_only_pairs_per_s": model_only(spec, device),
         "decode_cpu_images_per_s": decode_only(data, spec),
+        "decode_tensor_images_per_s": decode_tensor(data, spec, device),
     }
+    difference = path_difference(data, spec, device)
     rates["end_to_end_pairs_per_s"], actors = end_to_end(data, spec)
     return {
         "spec": asdict(spec),
         "device": _describe(device),
+        "device_type": device,
         "precision": resolve_precision(spec.precision, device),
         "actors": actors,
         "data": generated,
-        "rates": {k: round(v, 1) for k, v in rates.items()},
+        "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
         "ratio_end_to_end_vs_model_only": round(
             rates["end_to_end_pairs_per_s"] / rates["model_only_pairs_per_s"], 3
         ),
+        "tensor_vs_pil_score_difference": difference,
     }
 
 
@@ -201,18 +257,35 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         ("model only (both towers)", ceiling),
         ("decode + preprocess, CPU, 1 proc", rates["decode_cpu_images_per_s"]),
+        (
+            f"decode + preprocess, tensor, {result['device_type']}",
+            rates["decode_tensor_images_per_s"],
+        ),
         ("end to end (the job)", rates["end_to_end_pairs_per_s"]),
     ]
+    difference = result["tensor_vs_pil_score_difference"]
+    compared = (
+        f"tensor vs PIL decode path, {difference['rows']} rows: |score difference| "
+        f"max {difference['max']:.5f}, mean {difference['mean']:.5f}"
+        if difference
+        else "tensor decode path not available for this model's preprocess"
+    )
     return "\n".join(
         [
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
             f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
-            f"job: {result['actors']}",
+            f"job: {result['actors']}, {spec['in_flight']} batch(es) in flight per actor",
             f"data: {data['pairs']} pairs, JPEG median {data['jpeg_kb_median']} KB "
             f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), {spec['min_side']}-{spec['max_side']} px",
             "",
-            f"{'measure':<34}{'rate /s':>12}  ratio to model-only",
-            *(f"{name:<34}{rate:>12,.1f}  {rate / ceiling:.3f}" for name, rate in rows),
+            f"{'measure':<38}{'rate /s':>12}  ratio to model-only",
+            *(
+                f"{name:<38}{rate:>12,.1f}  {rate / ceiling:.3f}"
+                for name, rate in rows
+                if rate is not None
+            ),
+            "",
+            compared,
         ]
     )
 

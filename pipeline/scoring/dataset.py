@@ -73,7 +73,11 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         ClipScorer,
         batch_size=max(m.batch_size for m in config.models),
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        compute=ray.data.ActorPoolStrategy(
+            size=plan.actors,
+            max_concurrent_calls_per_actor=config.ray.batches_in_flight,
+            enable_true_multi_threading=config.ray.batches_in_flight > 1,
+        ),
         num_gpus=plan.gpus_per_actor,
         num_cpus=1,
         fn_constructor_kwargs={

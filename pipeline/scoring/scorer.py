@@ -8,6 +8,7 @@ the bad ones were not there.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,24 @@ def embedding_column(
     return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~valid))
 
 
+@dataclass(kw_only=True)
+class Prepared:
+    """One batch made ready for the towers: what can be done while another batch is in them."""
+
+    table: pa.Table
+    checks: RowChecks
+    pixels: list[Any]
+    tokens: list[Any]
+
+
 class ClipScorer:
-    """Ray Data callable class: one instance per actor, models loaded once."""
+    """Ray Data callable class: one instance per actor, models loaded once.
+
+    Ray may run several calls at once on one actor (`ray.batches_in_flight`):
+    decoding and preprocessing run unlocked, so the next batch gets ready
+    while this one is in the model; the towers themselves run one batch at a
+    time, which keeps device memory bounded by the batch size.
+    """
 
     def __init__(
         self,
@@ -127,58 +144,87 @@ class ClipScorer:
             self.images.decode == "auto" and device.startswith("cuda")
         )
         usable = wanted and all(step is not None for step in tensor_steps)
-        self.tensor_steps = tensor_steps if usable else None
+        self.tensor_steps = tensor_steps if usable else [None] * len(self.models)
         self.jpeg_device = device if usable else None
+        self.pin = device.startswith("cuda")
+        self.model_lock = threading.Lock()
 
-    def _encode(self, loaded: LoadedModel, config: ModelConfig, checks: RowChecks, table: pa.Table):
+    def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
+        """All of a batch's images as one float tensor, pinned when it is bound for a GPU."""
+        import torch
+
+        if not images:
+            return None
+        if tensor_step is not None:
+            return tensor_step(images, self.device)
+        pixels = torch.stack([loaded.preprocess(image) for image in images])
+        return pixels.pin_memory() if self.pin else pixels
+
+    def _tokens(self, config: ModelConfig, table: pa.Table, rows: np.ndarray) -> Any:
+        import torch
+
+        if not len(rows):
+            return None
+        tokens = table[tokens_column(config.alias)].combine_chunks().take(rows)
+        flat = tokens.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = torch.from_numpy(flat).view(len(rows), -1)
+        return ids.pin_memory() if self.pin else ids
+
+    def prepare(self, table: pa.Table) -> Prepared:
+        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device)
+        pixels = [
+            self._pixels(loaded, step, checks.images)
+            for loaded, step in zip(self.models, self.tensor_steps, strict=True)
+        ]
+        tokens = [self._tokens(config, table, checks.text_rows) for config in self.configs]
+        checks.images = []
+        return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens)
+
+    def _encode(self, loaded: LoadedModel, size: int, pixels: Any, tokens: Any):
         import torch
         import torch.nn.functional as F
 
-        model, size = loaded.model, config.batch_size
-        tensor_step = self.tensor_steps[self.models.index(loaded)] if self.tensor_steps else None
-        image_out, text_out = [], []
+        def run(encode: Any, inputs: Any, dtype: Any = None) -> np.ndarray:
+            if inputs is None:
+                return np.zeros((0, loaded.dim), np.float32)
+            out = []
+            for start in range(0, inputs.shape[0], size):
+                chunk = inputs[start : start + size].to(self.device, dtype, non_blocking=True)
+                out.append(F.normalize(encode(chunk).float(), dim=-1).cpu())
+            return torch.cat(out).numpy()
+
         with torch.inference_mode():
-            for start in range(0, len(checks.images), size):
-                chunk = checks.images[start : start + size]
-                pixels = torch.stack(
-                    [
-                        tensor_step(image.to(self.device))
-                        if isinstance(image, torch.Tensor)
-                        else loaded.preprocess(image).to(self.device)
-                        for image in chunk
-                    ]
-                )
-                pixels = pixels.to(self.device, loaded.dtype, non_blocking=True)
-                image_out.append(F.normalize(model.encode_image(pixels).float(), dim=-1).cpu())
-            if len(checks.text_rows):
-                tokens = table[tokens_column(config.alias)].combine_chunks().take(checks.text_rows)
-                flat = tokens.values.to_numpy(zero_copy_only=False)
-                ids = torch.from_numpy(flat.astype(np.int64)).view(len(checks.text_rows), -1)
-                for start in range(0, ids.shape[0], size):
-                    chunk = ids[start : start + size].to(self.device, non_blocking=True)
-                    text_out.append(F.normalize(model.encode_text(chunk).float(), dim=-1).cpu())
-        empty = np.zeros((0, loaded.dim), np.float32)
-        image = torch.cat(image_out).numpy() if image_out else empty
-        text = torch.cat(text_out).numpy() if text_out else empty
+            image = run(loaded.model.encode_image, pixels, loaded.dtype)
+            text = run(loaded.model.encode_text, tokens)
         return image, text
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        prepared = self.prepare(table)
+        with self.model_lock:
+            encoded = [
+                self._encode(loaded, config.batch_size, pixels, tokens)
+                for loaded, config, pixels, tokens in zip(
+                    self.models, self.configs, prepared.pixels, prepared.tokens, strict=True
+                )
+            ]
+        return self.columns(prepared, encoded)
+
+    def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+        table, checks = prepared.table, prepared.checks
         num_rows = table.num_rows
-        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device)
         columns: dict[str, pa.Array] = {
             SHARD: table[SHARD].combine_chunks(),
             ROW: table[ROW].combine_chunks(),
             STATUS: pa.array(checks.status, pa.string()),
             ERROR: pa.array(checks.error, pa.string()),
         }
-        for loaded, config in zip(self.models, self.configs, strict=True):
-            image, text = self._encode(loaded, config, checks, table)
+        scored = np.asarray([s == RowStatus.OK for s in checks.status], bool)
+        for (image, text), loaded, config in zip(encoded, self.models, self.configs, strict=True):
             dim = loaded.dim
             image_full = np.zeros((num_rows, dim), np.float32)
             text_full = np.zeros((num_rows, dim), np.float32)
             image_full[checks.image_rows] = image
             text_full[checks.text_rows] = text
-            scored = np.asarray([s == RowStatus.OK for s in checks.status], bool)
             score = (image_full * text_full).sum(axis=1)
             columns[f"{config.alias}_score"] = pa.array(score.astype(np.float32), mask=~scored)
             columns[f"{config.alias}_image_embedding"] = embedding_column(

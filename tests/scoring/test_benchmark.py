@@ -20,11 +20,20 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
     assert set(result["rates"]) == {
         "model_only_pairs_per_s",
         "decode_cpu_images_per_s",
+        "decode_tensor_images_per_s",
         "end_to_end_pairs_per_s",
     }
     assert all(rate > 0 for rate in result["rates"].values())
+    difference = result["tensor_vs_pil_score_difference"]
+    assert 0 <= difference["mean"] <= difference["max"] < 0.01
     text = table(result)
-    for line in ("model only (both towers)", "decode + preprocess, CPU", "end to end (the job)"):
+    for line in (
+        "model only (both towers)",
+        "decode + preprocess, CPU",
+        "decode + preprocess, tensor, cpu",
+        "end to end (the job)",
+        "tensor vs PIL decode path, 96 rows",
+    ):
         assert line in text
     write_json(result, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["precision"] == "fp32"

@@ -1,0 +1,58 @@
+"""Several batches in flight on one actor: decoding overlaps, the model runs one batch at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import parse_config
+from pipeline.scoring.local import score_table, scorer_for
+from tests.builders import TINY, good_rows
+
+
+def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(tiny_checkpoint):
+    config = parse_config(
+        {
+            "input": {"path": "unused"},
+            "output": {"path": "unused"},
+            "models": [{"name": TINY, "pretrained": str(tiny_checkpoint), "batch_size": 4}],
+        }
+    )
+    keys = ["key", "jpg", "caption", "status", "error_message"]
+    tables = [
+        pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 10)])
+        for shard in range(6)
+    ]
+    scorer = scorer_for(config)
+    serial = [score_table(t, config, scorer) for t in tables]
+
+    inside, most = 0, 0
+    counting = threading.Lock()
+    encode_image = scorer.models[0].model.encode_image
+
+    def watched(pixels):
+        nonlocal inside, most
+        with counting:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.01)
+        try:
+            return encode_image(pixels)
+        finally:
+            with counting:
+                inside -= 1
+
+    scorer.models[0].model.encode_image = watched
+    with ThreadPoolExecutor(3) as pool:
+        concurrent = list(pool.map(lambda t: score_table(t, config, scorer), tables))
+
+    assert most == 1
+    for one, other in zip(serial, concurrent, strict=True):
+        assert one["_winnow_status"].to_pylist() == other["_winnow_status"].to_pylist()
+        np.testing.assert_allclose(
+            one["clip_score"].to_numpy(), other["clip_score"].to_numpy(), atol=1e-6
+        )
