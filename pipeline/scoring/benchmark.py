@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from pipeline.images.decode import decode_image
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from pipeline.synth.scenes import caption, random_scene, render
+
+IMAGES_PER_TASK = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +47,7 @@ class BenchSpec:
     max_side: int = 1024
     in_flight: int = 2
     compare_rows: int = 128
+    distinct_images: int = 4096
 
 
 def web_like_jpeg(rng: np.random.Generator, spec: BenchSpec) -> tuple[bytes, str, int, int]:
@@ -59,17 +65,39 @@ def web_like_jpeg(rng: np.random.Generator, spec: BenchSpec) -> tuple[bytes, str
     return buffer.getvalue(), caption(scene, rng), side, height
 
 
+def _images(seed: np.random.SeedSequence, count: int, spec: BenchSpec) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    return [web_like_jpeg(rng, spec) for _ in range(count)]
+
+
+def image_pool(spec: BenchSpec) -> list[tuple[bytes, str, int, int]]:
+    """The distinct images the pairs cycle through, rendered on every core.
+
+    Rendering costs far more than decoding, so large runs reuse a pool of a few
+    thousand images: decode work per row is the same as for distinct images.
+    """
+    distinct = min(spec.pairs, spec.distinct_images)
+    counts = [min(IMAGES_PER_TASK, distinct - s) for s in range(0, distinct, IMAGES_PER_TASK)]
+    seeds = np.random.SeedSequence(spec.seed).spawn(len(counts))
+    if len(counts) == 1:
+        return _images(seeds[0], counts[0], spec)
+    workers = min(len(counts), os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        chunks = pool.map(_images, seeds, counts, [spec] * len(counts))
+        return [image for chunk in chunks for image in chunk]
+
+
 def generate(folder: Path, spec: BenchSpec) -> dict[str, Any]:
-    rng = np.random.default_rng(spec.seed)
+    images = image_pool(spec)
     per_shard = -(-spec.pairs // spec.shards)
     sizes = []
     for shard in range(spec.shards):
         rows = []
-        for index in range(min(per_shard, spec.pairs - shard * per_shard)):
-            data, text, width, height = web_like_jpeg(rng, spec)
+        for index in range(shard * per_shard, min(spec.pairs, (shard + 1) * per_shard)):
+            data, text, width, height = images[index % len(images)]
             sizes.append(len(data))
             rows.append(
-                {"key": f"{shard:05d}{index:05d}", "jpg": data, "caption": text, "width": width,
+                {"key": f"{index:010d}", "jpg": data, "caption": text, "width": width,
                  "height": height, "original_width": width, "original_height": height,
                  "status": "success"}
             )  # fmt: skip
@@ -81,6 +109,7 @@ def generate(folder: Path, spec: BenchSpec) -> dict[str, Any]:
     kilobytes = np.asarray(sizes) / 1024
     return {
         "pairs": len(sizes),
+        "distinct_images": len(images),
         "jpeg_kb_median": round(float(np.median(kilobytes)), 1),
         "jpeg_kb_p10_p90": [round(float(np.percentile(kilobytes, q)), 1) for q in (10, 90)],
     }
@@ -131,11 +160,22 @@ def model_only(spec: BenchSpec, device: str) -> float:
     return batches * spec.batch_size / (time.perf_counter() - started)
 
 
+def sample_jpegs(folder: Path, count: int) -> list[bytes]:
+    """The first `count` images of the generated shards, reading no more row groups than that."""
+    images: list[bytes] = []
+    for path in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=512, columns=["jpg"]):
+            images += batch.column(0).to_pylist()
+            if len(images) >= count:
+                return images[:count]
+    return images
+
+
 def decode_only(folder: Path, spec: BenchSpec) -> float:
     """Images/s of the CPU decode path (PIL decode + the model's preprocess), one process."""
     config = ModelConfig(name=spec.model, pretrained=spec.pretrained, precision="fp32")
     preprocess = load_model(config, device="cpu").preprocess
-    images = pq.read_table(folder, columns=["jpg"])["jpg"].to_pylist()[: max(64, spec.pairs // 4)]
+    images = sample_jpegs(folder, min(max(64, spec.pairs // 4), 1024))
     started = time.perf_counter()
     for data in images:
         preprocess(decode_image(data, max_pixels=10**9).image)
@@ -150,8 +190,7 @@ def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
     step = TensorPreprocess.of(load_model(config, device="cpu").model)
     if step is None:
         return None
-    images = pq.read_table(folder, columns=["jpg"])["jpg"].to_pylist()
-    images = images[: max(spec.batch_size, spec.pairs // 4)]
+    images = sample_jpegs(folder, min(max(spec.batch_size, spec.pairs // 4), 8192))
     step([t for t in decode_jpegs(images[:8], device) if t is not None], device)
     _synchronise(device)
     started = time.perf_counter()
@@ -183,11 +222,13 @@ def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> Winnow
 
 def path_difference(folder: Path, spec: BenchSpec, device: str) -> dict[str, float] | None:
     """Max and mean |score difference| between the tensor and PIL decode paths, same rows."""
-    from pipeline.scoring.local import score_table, scorer_for
-
     import torch
 
-    rows = pq.read_table(folder).slice(0, spec.compare_rows)
+    from pipeline.scoring.local import score_table, scorer_for
+
+    first = sorted(folder.glob("*.parquet"))[0]
+    rows = next(pq.ParquetFile(first).iter_batches(batch_size=spec.compare_rows))
+    rows = pa.Table.from_batches([rows])
     scores = []
     for decode in ("pil", "tensor"):
         config = _config(folder, "unused", spec, decode=decode)
@@ -275,7 +316,8 @@ def table(result: dict[str, Any]) -> str:
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
             f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
             f"job: {result['actors']}, {spec['in_flight']} batch(es) in flight per actor",
-            f"data: {data['pairs']} pairs, JPEG median {data['jpeg_kb_median']} KB "
+            f"data: {data['pairs']} pairs ({data['distinct_images']} distinct images), "
+            f"JPEG median {data['jpeg_kb_median']} KB "
             f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), {spec['min_side']}-{spec['max_side']} px",
             "",
             f"{'measure':<38}{'rate /s':>12}  ratio to model-only",
