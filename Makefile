@@ -25,7 +25,7 @@ demo: $(RUNTIME)
 	$(BIN)/python -m jobs.demo
 
 test: $(DEV) lint chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 lint: $(DEV)
 	$(BIN)/ruff check .
