@@ -172,10 +172,13 @@ class ClipScorer:
 
     def prepare(self, table: pa.Table) -> Prepared:
         checks = check_rows(table, self.images, jpeg_device=self.jpeg_device)
-        pixels = [
-            self._pixels(loaded, step, checks.images)
-            for loaded, step in zip(self.models, self.tensor_steps, strict=True)
-        ]
+        made: dict[Any, Any] = {}  # models with the same preprocess share its output
+        pixels = []
+        for loaded, step in zip(self.models, self.tensor_steps, strict=True):
+            key = step if step is not None else repr(loaded.preprocess)
+            if key not in made:
+                made[key] = self._pixels(loaded, step, checks.images)
+            pixels.append(made[key])
         tokens = [self._tokens(config, table, checks.text_rows) for config in self.configs]
         checks.images = []
         return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens)

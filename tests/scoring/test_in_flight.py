@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import parse_config
+from pipeline.io.reader import model_inputs
+from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import score_table, scorer_for
 from tests.builders import TINY, good_rows
 
@@ -56,3 +58,23 @@ def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(
         np.testing.assert_allclose(
             one["clip_score"].to_numpy(), other["clip_score"].to_numpy(), atol=1e-6
         )
+
+
+def test_models_with_the_same_preprocess_share_one_batch_of_pixels(tiny_checkpoint):
+    config = parse_config(
+        {
+            "input": {"path": "unused"},
+            "output": {"path": "unused"},
+            "models": [
+                {"alias": alias, "name": TINY, "pretrained": str(tiny_checkpoint)}
+                for alias in ("first", "second")
+            ],
+        }
+    )
+    keys = ["key", "jpg", "caption", "status", "error_message"]
+    table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 5)])
+    scorer = scorer_for(config)
+    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
+    prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
+    assert prepared.pixels[0].shape[0] == 5
+    assert prepared.pixels[0] is prepared.pixels[1]
