@@ -130,16 +130,21 @@ def _synchronise(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _model(spec: BenchSpec, precision: str | None = None) -> ModelConfig:
+    """The benchmarked model, as every measurement and the job itself configure it."""
+    return ModelConfig(
+        name=spec.model,
+        pretrained=spec.pretrained,
+        precision=precision or spec.precision,
+        batch_size=spec.batch_size,
+    )
+
+
 def model_only(spec: BenchSpec, device: str) -> float:
     """Pairs/s of both towers on pre-made tensors: the ceiling for the whole job."""
     import torch
 
-    config = ModelConfig(
-        name=spec.model,
-        pretrained=spec.pretrained,
-        precision=spec.precision,
-        batch_size=spec.batch_size,
-    )
+    config = _model(spec)
     loaded = load_model(config, device=device)
     size = loaded.model.visual.image_size
     side = size if isinstance(size, int) else size[0]
@@ -173,7 +178,7 @@ def sample_jpegs(folder: Path, count: int) -> list[bytes]:
 
 def decode_only(folder: Path, spec: BenchSpec) -> float:
     """Images/s of the CPU decode path (PIL decode + the model's preprocess), one process."""
-    config = ModelConfig(name=spec.model, pretrained=spec.pretrained, precision="fp32")
+    config = _model(spec, precision="fp32")
     preprocess = load_model(config, device="cpu").preprocess
     images = sample_jpegs(folder, min(max(64, spec.pairs // 4), 1024))
     started = time.perf_counter()
@@ -186,7 +191,7 @@ def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
     """Images/s of the tensor path: batched JPEG decode (nvJPEG on a GPU) + tensor preprocess."""
     from pipeline.images.tensor import TensorPreprocess, decode_jpegs
 
-    config = ModelConfig(name=spec.model, pretrained=spec.pretrained, precision="fp32")
+    config = _model(spec, precision="fp32")
     step = TensorPreprocess.of(load_model(config, device="cpu").model)
     if step is None:
         return None
@@ -206,14 +211,7 @@ def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> Winnow
         {
             "input": {"path": str(folder)},
             "output": {"path": output, "report": False},
-            "models": [
-                {
-                    "name": spec.model,
-                    "pretrained": spec.pretrained,
-                    "precision": spec.precision,
-                    "batch_size": spec.batch_size,
-                }
-            ],
+            "models": [_model(spec).model_dump()],
             "images": images,
             "ray": {"batches_in_flight": spec.in_flight},
         }
