@@ -46,11 +46,15 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
         f"output.path={out}",
         "--set",
         "models.0.precision=fp32",
+        "--set",
+        "output.report=true",
         cwd=tmp_path,
     )
     assert first.returncode == 0, first.stderr
     assert "3 new shard(s) scored, 0 redone (input changed), 0 skipped, 0 failed" in first.stdout
     assert f"-> file://{out}" in first.stdout
+    assert f"report -> file://{out}/report/index.html" in first.stdout
+    assert "<h2>Score distribution</h2>" in (out / "report" / "index.html").read_text()
     assert not (tmp_path / "elsewhere").exists()
     committed = {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()}
     assert sorted(committed) == ["00000.parquet", "00001.parquet", "00002.parquet"]
@@ -63,15 +67,13 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
     assert summary["rows"] == 15
     assert summary["this_run"]["shards_skipped"] == 3
 
+    # A new shard and a changed one in the same rerun: each counted for what it is.
     write_shard(tmp_path / "in" / "00003.parquet", good_rows(3, 4))
+    write_shard(tmp_path / "in" / "00001.parquet", good_rows(11, 2))
     third = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
-    assert "1 new shard(s) scored, 0 redone (input changed), 3 skipped, 0 failed" in third.stdout
+    assert "1 new shard(s) scored, 1 redone (input changed), 2 skipped, 0 failed" in third.stdout
     assert pq.read_table(out / "scored" / "00003.parquet").num_rows == 4
     assert not [p for p in out.rglob(".*.tmp")]
-
-    write_shard(tmp_path / "in" / "00001.parquet", good_rows(11, 2))
-    fourth = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
-    assert "0 new shard(s) scored, 1 redone (input changed), 3 skipped, 0 failed" in fourth.stdout
     redone = pq.read_table(out / "scored" / "00001.parquet")
     assert redone["key"].to_pylist() == [r["key"] for r in good_rows(11, 2)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -40,6 +41,8 @@ def cluster():
         **os.environ,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        # No drain on SIGTERM: Ray Data's detached stats actor would hold it for 30 s.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         # the cluster's `python` is the one Winnow is installed in, as on a real cluster image
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }
@@ -77,8 +80,12 @@ def cluster():
             time.sleep(2)
         yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        # Stopped like `ray stop` does it: SIGTERM to `ray start` alone (no drain, see
+        # above), then a sweep of whatever of its group is left.
+        head.terminate()
         head.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
         # `ray start` records its address for later `ray.init()` calls; do not leave ours behind.
         current = Path("/tmp/ray/ray_current_cluster")
         if current.exists() and current.read_text().strip().endswith(f":{port}"):

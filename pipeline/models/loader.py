@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ModelConfig
+from pipeline.models.architectures import CONFIG_DIR, architecture
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 HF_HUB = "hf-hub:"
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
@@ -137,7 +137,7 @@ def _probe_dim(model: Any, device: str) -> int:
 def embedding_dim(config: ModelConfig) -> int:
     """The embedding width, from the architecture's config when open_clip has it."""
     name, _ = model_identifier(config)
-    known = open_clip().get_model_config(name)
+    known = architecture(name) or open_clip().get_model_config(name)
     if known and "embed_dim" in known:
         return int(known["embed_dim"])
     return _probe_dim(open_clip().create_model(name, load_weights=False), "cpu")
@@ -150,17 +150,14 @@ def check_model(config: ModelConfig, *, where: str) -> list[str]:
     name, pretrained = model_identifier(config)
     if name.startswith(HF_HUB):
         return []
-    module = open_clip()
-    if module.get_model_config(name) is None:
-        close = [m for m in module.list_models() if name.lower()[:5] in m.lower()][:8]
+    if architecture(name) is None and open_clip().get_model_config(name) is None:
+        close = [m for m in open_clip().list_models() if name.lower()[:5] in m.lower()][:8]
         raise ConfigError(
             f"{where}.name: {name!r} is not an open_clip architecture"
             + (f"; similar: {', '.join(close)}" if close else "; see open_clip.list_models()")
         )
     if pretrained is None:
         return [f"{where}: no pretrained weights given, so {name} scores with random weights"]
-    if module.is_pretrained_cfg(name, pretrained):
-        return []
     if _is_remote(pretrained):
         import fsspec
 
@@ -168,6 +165,9 @@ def check_model(config: ModelConfig, *, where: str) -> list[str]:
         if fs.exists(path):
             return []
     elif Path(pretrained).is_file():
+        return []
+    module = open_clip()
+    if module.is_pretrained_cfg(name, pretrained):
         return []
     tags = module.list_pretrained_tags_by_model(name)
     raise ConfigError(

@@ -28,6 +28,9 @@ class ActorPlan:
     actors: int
     gpus_per_actor: float
     threads: int | None
+    # Concurrent read + tokenize tasks; None lets Ray Data use every free CPU. Each
+    # task process imports the tokenizer (seconds of CPU) before its first row.
+    read_tasks: int | None
 
     def describe(self) -> str:
         if self.device == "cuda":
@@ -39,11 +42,20 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
     if gpus:
+        actors = settings.num_actors or gpus
         return ActorPlan(
-            device="cuda", actors=settings.num_actors or gpus, gpus_per_actor=1, threads=None
+            device="cuda", actors=actors, gpus_per_actor=1, threads=None, read_tasks=None
         )
+    # A CPU model is a thousand times slower than reading and tokenizing: one reader
+    # per actor keeps it fed, and leaves the cores to the towers.
     actors = settings.num_actors or max(1, cpus // 4)
-    return ActorPlan(device="cpu", actors=actors, gpus_per_actor=0, threads=max(1, cpus // actors))
+    return ActorPlan(
+        device="cpu",
+        actors=actors,
+        gpus_per_actor=0,
+        threads=max(1, cpus // actors),
+        read_tasks=actors,
+    )
 
 
 def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: ActorPlan) -> Any:
@@ -53,6 +65,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
     context.execution_options.preserve_order = True
     models = [m.model_dump() for m in config.models]
     dataset = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
+    readers = ray.data.TaskPoolStrategy(size=plan.read_tasks)
     # Half a CPU each: light tasks, and a different footprint from the actors keeps
     # Ray Data from fusing them into the actor, where they would stall the model.
     dataset = dataset.map_batches(
@@ -61,6 +74,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         batch_format="numpy",
         fn_kwargs={"source": config.input},
         num_cpus=READ_CPUS,
+        compute=readers,
     )
     dataset = dataset.map_batches(
         tokenize_stage,
@@ -68,6 +82,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         batch_format="pyarrow",
         fn_kwargs={"models": config.models},
         num_cpus=READ_CPUS,
+        compute=readers,
     )
     return dataset.map_batches(
         ClipScorer,
