@@ -134,10 +134,15 @@ def _probe_dim(model: Any, device: str) -> int:
         return int(model.encode_text(probe).shape[-1])
 
 
+def _architecture(name: str) -> dict[str, Any] | None:
+    """From the JSON configs when they have it; only then from open_clip itself."""
+    return architecture(name) or open_clip().get_model_config(name)
+
+
 def embedding_dim(config: ModelConfig) -> int:
     """The embedding width, from the architecture's config when open_clip has it."""
     name, _ = model_identifier(config)
-    known = architecture(name) or open_clip().get_model_config(name)
+    known = _architecture(name)
     if known and "embed_dim" in known:
         return int(known["embed_dim"])
     return _probe_dim(open_clip().create_model(name, load_weights=False), "cpu")
@@ -150,7 +155,7 @@ def check_model(config: ModelConfig, *, where: str) -> list[str]:
     name, pretrained = model_identifier(config)
     if name.startswith(HF_HUB):
         return []
-    if architecture(name) is None and open_clip().get_model_config(name) is None:
+    if _architecture(name) is None:
         close = [m for m in open_clip().list_models() if name.lower()[:5] in m.lower()][:8]
         raise ConfigError(
             f"{where}.name: {name!r} is not an open_clip architecture"
