@@ -9,6 +9,9 @@ the bad ones were not there.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +41,21 @@ class RowChecks:
     text_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+
+
 def check_rows(
-    table: pa.Table, images: ImagesConfig, *, jpeg_device: str | None = None
+    table: pa.Table,
+    images: ImagesConfig,
+    *,
+    jpeg_device: str | None = None,
+    mapper: Mapper = map,
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
     With `jpeg_device`, JPEG rows are decoded there in one batch; anything else,
     and any JPEG that decoder refuses, goes through PIL, which sets its status.
+    PIL decodes go through `mapper` (a thread pool's map runs them in parallel).
     """
     upstream_ok = table[UPSTREAM_OK].to_pylist()
     upstream_error = table[UPSTREAM_ERROR].to_pylist()
@@ -53,6 +64,7 @@ def check_rows(
     data = table[IMAGE].to_pylist()
     results: dict[int, Decoded] = {}
     jpegs: list[int] = []
+    with_pil: list[int] = []
     for row, value in enumerate(data):
         if not upstream_ok[row]:
             results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
@@ -63,12 +75,17 @@ def check_rows(
         elif jpeg_device and kind == "JPEG":
             jpegs.append(row)
         else:
-            results[row] = decode_image(value, max_pixels=images.max_pixels)
+            with_pil.append(row)
     for row, tensor in zip(jpegs, decode_jpegs([data[r] for r in jpegs], jpeg_device), strict=True):
         if tensor is None:
-            results[row] = decode_image(data[row], max_pixels=images.max_pixels)
+            with_pil.append(row)
         else:
             results[row] = Decoded(tensor, RowStatus.OK)  # type: ignore[arg-type]
+
+    def decode(row: int) -> Decoded:
+        return decode_image(data[row], max_pixels=images.max_pixels)
+
+    results.update(zip(with_pil, mapper(decode, with_pil), strict=True))
     status, errors, decoded, image_rows, text_rows = [], [], [], [], []
     for row in range(len(data)):
         result = results[row]
@@ -115,10 +132,13 @@ class Prepared:
 class ClipScorer:
     """Ray Data callable class: one instance per actor, models loaded once.
 
-    Ray may run several calls at once on one actor (`ray.batches_in_flight`):
-    decoding and preprocessing run unlocked, so the next batch gets ready
-    while this one is in the model; the towers themselves run one batch at a
-    time, which keeps device memory bounded by the batch size.
+    Ray may run several calls at once on one actor (`ray.batches_in_flight`).
+    On a GPU, decoding and preprocessing run unlocked, so the next batch gets
+    ready while this one is in the model; the towers themselves run one batch
+    at a time, which keeps device memory bounded by the batch size. On a CPU
+    the towers and the decoding share the same cores, and overlapping them
+    only makes the towers' threads wait on each other: there a whole batch
+    runs at a time, its images decoded on all the actor's threads.
     """
 
     def __init__(
@@ -148,6 +168,12 @@ class ClipScorer:
         self.jpeg_device = device if usable else None
         self.pin = device.startswith("cuda")
         self.model_lock = threading.Lock()
+        self.batch_lock: AbstractContextManager[Any] = nullcontext()
+        self.mapper: Mapper = map
+        if not device.startswith("cuda"):
+            self.batch_lock = threading.Lock()
+            workers = threads or torch.get_num_threads()
+            self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
     def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
         """All of a batch's images as one float tensor, pinned when it is bound for a GPU."""
@@ -157,7 +183,7 @@ class ClipScorer:
             return None
         if tensor_step is not None:
             return tensor_step(images, self.device)
-        pixels = torch.stack([loaded.preprocess(image) for image in images])
+        pixels = torch.stack(list(self.mapper(loaded.preprocess, images)))
         return pixels.pin_memory() if self.pin else pixels
 
     def _tokens(self, config: ModelConfig, table: pa.Table, rows: np.ndarray) -> Any:
@@ -171,7 +197,7 @@ class ClipScorer:
         return ids.pin_memory() if self.pin else ids
 
     def prepare(self, table: pa.Table) -> Prepared:
-        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device)
+        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper)
         made: dict[Any, Any] = {}  # models with the same preprocess share its output
         pixels = []
         for loaded, step in zip(self.models, self.tensor_steps, strict=True):
@@ -202,14 +228,15 @@ class ClipScorer:
         return image, text
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        prepared = self.prepare(table)
-        with self.model_lock:
-            encoded = [
-                self._encode(loaded, config.batch_size, pixels, tokens)
-                for loaded, config, pixels, tokens in zip(
-                    self.models, self.configs, prepared.pixels, prepared.tokens, strict=True
-                )
-            ]
+        with self.batch_lock:
+            prepared = self.prepare(table)
+            with self.model_lock:
+                encoded = [
+                    self._encode(loaded, config.batch_size, pixels, tokens)
+                    for loaded, config, pixels, tokens in zip(
+                        self.models, self.configs, prepared.pixels, prepared.tokens, strict=True
+                    )
+                ]
         return self.columns(prepared, encoded)
 
     def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Several batches in flight on one actor: decoding overlaps, the model runs one batch at a time."""
+"""Several batches in flight on one actor: the model runs one batch at a time, scores unchanged."""
 
 from __future__ import annotations
 
@@ -9,26 +9,32 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import parse_config
+from pipeline.config import WinnowConfig, parse_config
 from pipeline.io.reader import model_inputs
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import score_table, scorer_for
 from tests.builders import TINY, good_rows
 
 
-def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(tiny_checkpoint):
+def _batches(checkpoint, *, count: int, rows: int) -> tuple[WinnowConfig, list[pa.Table]]:
+    """A tiny model's config, and `count` input tables of `rows` good rows each."""
     config = parse_config(
         {
             "input": {"path": "unused"},
             "output": {"path": "unused"},
-            "models": [{"name": TINY, "pretrained": str(tiny_checkpoint), "batch_size": 4}],
+            "models": [{"name": TINY, "pretrained": str(checkpoint), "batch_size": 4}],
         }
     )
     keys = ["key", "jpg", "caption", "status", "error_message"]
     tables = [
-        pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 10)])
-        for shard in range(6)
+        pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, rows)])
+        for shard in range(count)
     ]
+    return config, tables
+
+
+def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(tiny_checkpoint):
+    config, tables = _batches(tiny_checkpoint, count=6, rows=10)
     scorer = scorer_for(config)
     serial = [score_table(t, config, scorer) for t in tables]
 
@@ -78,3 +84,33 @@ def test_models_with_the_same_preprocess_share_one_batch_of_pixels(tiny_checkpoi
     prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
     assert prepared.pixels[0].shape[0] == 5
     assert prepared.pixels[0] is prepared.pixels[1]
+
+
+def test_on_a_cpu_decoding_never_overlaps_the_towers(tiny_checkpoint):
+    """CPU towers and decoding share the cores: a batch in flight waits instead of contending."""
+    config, tables = _batches(tiny_checkpoint, count=4, rows=6)
+    scorer = scorer_for(config)
+    spans: list[tuple[str, float, float]] = []
+    prepare, encode_image = scorer.prepare, scorer.models[0].model.encode_image
+
+    def timed(kind: str, step):
+        def run(*args):
+            started = time.perf_counter()
+            time.sleep(0.02)
+            try:
+                return step(*args)
+            finally:
+                spans.append((kind, started, time.perf_counter()))
+
+        return run
+
+    scorer.prepare = timed("decode", prepare)
+    scorer.models[0].model.encode_image = timed("towers", encode_image)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda t: score_table(t, config, scorer), tables))
+
+    decodes = [s for s in spans if s[0] == "decode"]
+    towers = [s for s in spans if s[0] == "towers"]
+    assert len(decodes) == len(tables) and towers
+    for _, start, end in decodes:
+        assert all(end <= t_start or t_end <= start for _, t_start, t_end in towers)
