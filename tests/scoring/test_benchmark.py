@@ -35,5 +35,7 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
         "tensor vs PIL decode path, 32 rows",
     ):
         assert line in text
+    end_to_end = next(line for line in text.splitlines() if line.startswith("end to end"))
+    assert end_to_end.endswith(f"{result['ratio_end_to_end_vs_model_only']:.3f}")
     write_json(result, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["precision"] == "fp32"
