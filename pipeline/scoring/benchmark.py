@@ -275,6 +275,10 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     }
     difference = path_difference(data, spec, device)
     rates["end_to_end_pairs_per_s"], actors = end_to_end(data, spec)
+    ratios = {
+        k: None if v is None else round(v / rates["model_only_pairs_per_s"], 3)
+        for k, v in rates.items()
+    }
     return {
         "spec": asdict(spec),
         "device": _describe(device),
@@ -283,13 +287,8 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "actors": actors,
         "data": generated,
         "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
-        "ratios_to_model_only": {
-            k: None if v is None else round(v / rates["model_only_pairs_per_s"], 3)
-            for k, v in rates.items()
-        },
-        "ratio_end_to_end_vs_model_only": round(
-            rates["end_to_end_pairs_per_s"] / rates["model_only_pairs_per_s"], 3
-        ),
+        "ratios_to_model_only": ratios,
+        "ratio_end_to_end_vs_model_only": ratios["end_to_end_pairs_per_s"],
         "tensor_vs_pil_score_difference": difference,
     }
 
