@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--pairs", type=int, default=2048)
     bench.add_argument("--batch-size", type=int, default=256)
     bench.add_argument(
-        "--in-flight", type=int, default=2, help="batches per model actor (ray.batches_in_flight)"
+        "--in-flight",
+        type=int,
+        default=2,
+        help="batches per GPU actor (ray.batches_in_flight); CPU actors take one",
     )
     bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
     bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")

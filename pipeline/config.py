@@ -203,8 +203,9 @@ class RayConfig(_Section):
         default=2,
         ge=1,
         le=8,
-        description="Batches each model actor holds at once: on a GPU, one in the model "
-        "while the next is decoded. 1 = strictly one after the other.",
+        description="Batches each GPU actor holds at once: one in the model while the "
+        "next is decoded. 1 = strictly one after the other. CPU actors always take one: "
+        "their decoding and towers share the same cores.",
     )
 
 

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ModelConfig, WinnowConfig, parse_config
+from pipeline.config import ModelConfig, RayConfig, WinnowConfig, parse_config
 from pipeline.images.decode import decode_image
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
+from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from pipeline.synth.scenes import caption, random_scene, render
 
@@ -140,10 +141,22 @@ def _model(spec: BenchSpec, precision: str | None = None) -> ModelConfig:
     )
 
 
-def model_only(spec: BenchSpec, device: str) -> float:
-    """Pairs/s of both towers on pre-made tensors: the ceiling for the whole job."""
+def layout(spec: BenchSpec, device: str) -> ActorPlan:
+    """The model actors a local job runs on this machine: model-only measures the same layout."""
+    resources = {"CPU": float(len(os.sched_getaffinity(0)))}
+    if device == "cuda":
+        resources["GPU"] = 1.0
+    return plan_actors(RayConfig(batches_in_flight=spec.in_flight), resources)
+
+
+def towers_rate(
+    spec: BenchSpec, device: str, *, batches: int, threads: int | None = None, start: Any = None
+) -> float:
+    """Pairs/s of both towers on pre-made tensors in this process; `start` lines up processes."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     config = _model(spec)
     loaded = load_model(config, device=device)
     size = loaded.model.visual.image_size
@@ -152,17 +165,37 @@ def model_only(spec: BenchSpec, device: str) -> float:
     tokens = get_tokenizer(tokenizer_name(config))(["a photo of a cat"] * spec.batch_size).to(
         device
     )
-    batches = max(1, spec.pairs // spec.batch_size)
     with torch.inference_mode():
         loaded.model.encode_image(pixels)
         loaded.model.encode_text(tokens)
         _synchronise(device)
+        if start is not None:
+            start.wait()
         started = time.perf_counter()
         for _ in range(batches):
             loaded.model.encode_image(pixels)
             loaded.model.encode_text(tokens)
         _synchronise(device)
     return batches * spec.batch_size / (time.perf_counter() - started)
+
+
+def model_only(spec: BenchSpec, device: str, plan: ActorPlan | None = None) -> float:
+    """Pairs/s of the towers alone, in the job's actor layout: the ceiling for the whole job.
+
+    Several CPU actors are as many processes, each on its threads, timed together.
+    """
+    batches = max(1, spec.pairs // spec.batch_size)
+    if plan is None or plan.actors == 1:
+        return towers_rate(spec, device, batches=batches, threads=plan.threads if plan else None)
+    context = get_context("spawn")
+    each = max(1, batches // plan.actors)
+    with context.Manager() as manager, ProcessPoolExecutor(plan.actors, mp_context=context) as pool:
+        start = manager.Barrier(plan.actors)
+        rates = [
+            pool.submit(towers_rate, spec, device, batches=each, threads=plan.threads, start=start)
+            for _ in range(plan.actors)
+        ]
+        return sum(rate.result() for rate in rates)
 
 
 def sample_jpegs(folder: Path, count: int) -> list[bytes]:
@@ -265,11 +298,16 @@ def _describe(device: str) -> str:
 def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
 
     device = _device(spec)
+    plan = layout(spec, device)
     data = workdir / "shards"
     data.mkdir(parents=True, exist_ok=True)
     generated = generate(data, spec)
+    one_process = ActorPlan(**{**asdict(plan), "actors": 1, "threads": None})
     rates = {
-        "model_only_pairs_per_s": model_only(spec, device),
+        "model_only_pairs_per_s": model_only(spec, device, plan),
+        "model_only_one_process_pairs_per_s": (
+            model_only(spec, device, one_process) if plan.actors > 1 else None
+        ),
         "decode_cpu_images_per_s": decode_only(data, spec),
         "decode_tensor_images_per_s": decode_tensor(data, spec, device),
     }
@@ -285,6 +323,8 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "device_type": device,
         "precision": resolve_precision(spec.precision, device),
         "actors": actors,
+        "model_only_layout": plan.describe(),
+        "batches_in_flight_per_actor": plan.calls_per_actor,
         "data": generated,
         "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
         "ratios_to_model_only": ratios,
@@ -297,7 +337,8 @@ def table(result: dict[str, Any]) -> str:
     rates, ratios = result["rates"], result["ratios_to_model_only"]
     spec, data = result["spec"], result["data"]
     rows = [
-        ("model only (both towers)", "model_only_pairs_per_s"),
+        ("model only (job's layout)", "model_only_pairs_per_s"),
+        ("model only (one process)", "model_only_one_process_pairs_per_s"),
         ("decode + preprocess, CPU, 1 proc", "decode_cpu_images_per_s"),
         (f"decode + preprocess, tensor, {result['device_type']}", "decode_tensor_images_per_s"),
         ("end to end (the job)", "end_to_end_pairs_per_s"),
@@ -313,7 +354,8 @@ def table(result: dict[str, Any]) -> str:
         [
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
             f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
-            f"job: {result['actors']}, {spec['in_flight']} batch(es) in flight per actor",
+            f"job: {result['actors']}, {result['batches_in_flight_per_actor']} batch(es) "
+            f"in flight per actor; model only: {result['model_only_layout']}",
             f"data: {data['pairs']} pairs ({data['distinct_images']} distinct images), "
             f"JPEG median {data['jpeg_kb_median']} KB "
             f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), {spec['min_side']}-{spec['max_side']} px",

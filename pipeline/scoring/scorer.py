@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,13 +131,12 @@ class Prepared:
 class ClipScorer:
     """Ray Data callable class: one instance per actor, models loaded once.
 
-    Ray may run several calls at once on one actor (`ray.batches_in_flight`).
-    On a GPU, decoding and preprocessing run unlocked, so the next batch gets
-    ready while this one is in the model; the towers themselves run one batch
-    at a time, which keeps device memory bounded by the batch size. On a CPU
-    the towers and the decoding share the same cores, and overlapping them
-    only makes the towers' threads wait on each other: there a whole batch
-    runs at a time, its images decoded on all the actor's threads.
+    On a GPU, Ray may run several calls at once on one actor
+    (`ray.batches_in_flight`): decoding and preprocessing run unlocked, so the
+    next batch gets ready while this one is in the model; the towers run one
+    batch at a time, which keeps device memory bounded by the batch size. A
+    CPU actor gets one batch at a time (see `plan_actors`) and decodes its
+    images on all of its threads.
     """
 
     def __init__(
@@ -168,11 +166,9 @@ class ClipScorer:
         self.jpeg_device = device if usable else None
         self.pin = device.startswith("cuda")
         self.model_lock = threading.Lock()
-        self.batch_lock: AbstractContextManager[Any] = nullcontext()
         self.mapper: Mapper = map
-        if not device.startswith("cuda"):
-            self.batch_lock = threading.Lock()
-            workers = threads or torch.get_num_threads()
+        workers = threads or torch.get_num_threads()
+        if not device.startswith("cuda") and workers > 1:
             self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
     def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
@@ -228,15 +224,14 @@ class ClipScorer:
         return image, text
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        with self.batch_lock:
-            prepared = self.prepare(table)
-            with self.model_lock:
-                encoded = [
-                    self._encode(loaded, config.batch_size, pixels, tokens)
-                    for loaded, config, pixels, tokens in zip(
-                        self.models, self.configs, prepared.pixels, prepared.tokens, strict=True
-                    )
-                ]
+        prepared = self.prepare(table)
+        with self.model_lock:
+            encoded = [
+                self._encode(loaded, config.batch_size, pixels, tokens)
+                for loaded, config, pixels, tokens in zip(
+                    self.models, self.configs, prepared.pixels, prepared.tokens, strict=True
+                )
+            ]
         return self.columns(prepared, encoded)
 
     def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.scoring.benchmark import BenchSpec, benchmark, table, write_json
+from pipeline.scoring.benchmark import BenchSpec, benchmark, layout, table, write_json
 from tests.builders import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -17,18 +17,23 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
     result = benchmark(spec, workdir=tmp_path)
     assert result["data"]["pairs"] == result["data"]["distinct_images"] == 96
     assert 5 < result["data"]["jpeg_kb_median"] < 400
+    several = layout(spec, "cpu").actors > 1
     assert set(result["rates"]) == {
         "model_only_pairs_per_s",
+        "model_only_one_process_pairs_per_s",
         "decode_cpu_images_per_s",
         "decode_tensor_images_per_s",
         "end_to_end_pairs_per_s",
     }
-    assert all(rate > 0 for rate in result["rates"].values())
+    rates = dict(result["rates"])
+    assert (rates.pop("model_only_one_process_pairs_per_s") is not None) == several
+    assert all(rate > 0 for rate in rates.values())
     difference = result["tensor_vs_pil_score_difference"]
     assert 0 <= difference["mean"] <= difference["max"] < 0.01
     text = table(result)
     for line in (
-        "model only (both towers)",
+        "model only (job's layout)",
+        *(["model only (one process)"] if several else []),
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
         "end to end (the job)",

@@ -84,33 +84,3 @@ def test_models_with_the_same_preprocess_share_one_batch_of_pixels(tiny_checkpoi
     prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
     assert prepared.pixels[0].shape[0] == 5
     assert prepared.pixels[0] is prepared.pixels[1]
-
-
-def test_on_a_cpu_decoding_never_overlaps_the_towers(tiny_checkpoint):
-    """CPU towers and decoding share the cores: a batch in flight waits instead of contending."""
-    config, tables = _batches(tiny_checkpoint, count=4, rows=6)
-    scorer = scorer_for(config)
-    spans: list[tuple[str, float, float]] = []
-    prepare, encode_image = scorer.prepare, scorer.models[0].model.encode_image
-
-    def timed(kind: str, step):
-        def run(*args):
-            started = time.perf_counter()
-            time.sleep(0.02)
-            try:
-                return step(*args)
-            finally:
-                spans.append((kind, started, time.perf_counter()))
-
-        return run
-
-    scorer.prepare = timed("decode", prepare)
-    scorer.models[0].model.encode_image = timed("towers", encode_image)
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda t: score_table(t, config, scorer), tables))
-
-    decodes = [s for s in spans if s[0] == "decode"]
-    towers = [s for s in spans if s[0] == "towers"]
-    assert len(decodes) == len(tables) and towers
-    for _, start, end in decodes:
-        assert all(end <= t_start or t_end <= start for _, t_start, t_end in towers)

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.config import RayConfig
-from pipeline.scoring.dataset import plan_actors
+from pipeline.scoring.dataset import READ_CPUS, ActorPlan, plan_actors
+
+
+def _reserved(plan: ActorPlan) -> float:
+    return plan.actors * plan.cpus_per_actor + READ_CPUS * (plan.read_tasks or 0)
 
 
 def test_gpu_cluster_gets_one_actor_per_gpu_and_readers_on_every_free_cpu():
-    plan = plan_actors(RayConfig(), {"CPU": 16.0, "GPU": 2.0})
+    plan = plan_actors(RayConfig(batches_in_flight=3), {"CPU": 16.0, "GPU": 2.0})
     assert (plan.device, plan.actors, plan.gpus_per_actor, plan.read_tasks) == ("cuda", 2, 1, None)
+    assert plan.calls_per_actor == 3
 
 
-def test_cpu_actors_share_the_cores_and_each_has_one_reader():
-    plan = plan_actors(RayConfig(), {"CPU": 8.0})
-    assert (plan.device, plan.actors, plan.threads, plan.read_tasks) == ("cpu", 2, 4, 2)
-    small = plan_actors(RayConfig(), {"CPU": 2.0})
-    assert (small.actors, small.threads, small.read_tasks) == (1, 2, 1)
+@pytest.mark.parametrize(
+    ("cpus", "actors", "threads"),
+    [(1, 1, 1), (2, 2, 1), (4, 4, 1), (8, 4, 2), (16, 4, 4), (64, 16, 4)],
+)
+def test_cpu_actors_share_the_cores_with_one_reader(cpus, actors, threads):
+    """Single-threaded actors up to four cores; one batch at a time; the reader always fits."""
+    plan = plan_actors(RayConfig(batches_in_flight=2), {"CPU": float(cpus)})
+    assert (plan.device, plan.actors, plan.threads, plan.read_tasks) == ("cpu", actors, threads, 1)
+    assert plan.calls_per_actor == 1
+    assert _reserved(plan) <= cpus
+
+
+def test_chosen_actor_counts_leave_room_for_the_reader():
+    """More actors than cores must not hold every CPU: the reader would never start."""
     chosen = plan_actors(RayConfig(num_actors=3), {"CPU": 12.0})
-    assert (chosen.actors, chosen.threads, chosen.read_tasks) == (3, 4, 3)
+    assert (chosen.actors, chosen.threads, chosen.read_tasks) == (3, 4, 1)
+    crowded = plan_actors(RayConfig(num_actors=4), {"CPU": 2.0})
+    assert (crowded.actors, crowded.threads) == (4, 1)
+    assert _reserved(crowded) <= 2
