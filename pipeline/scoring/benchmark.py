@@ -15,7 +15,7 @@ import platform
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -302,11 +302,13 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     data = workdir / "shards"
     data.mkdir(parents=True, exist_ok=True)
     generated = generate(data, spec)
-    one_process = ActorPlan(**{**asdict(plan), "actors": 1, "threads": None})
+    # One process on every thread, over as many batches as each of the layout's processes.
+    share = replace(spec, pairs=spec.pairs // plan.actors)
+    one_process = replace(plan, actors=1, threads=None)
     rates = {
         "model_only_pairs_per_s": model_only(spec, device, plan),
         "model_only_one_process_pairs_per_s": (
-            model_only(spec, device, one_process) if plan.actors > 1 else None
+            model_only(share, device, one_process) if plan.actors > 1 else None
         ),
         "decode_cpu_images_per_s": decode_only(data, spec),
         "decode_tensor_images_per_s": decode_tensor(data, spec, device),
