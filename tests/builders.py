@@ -117,6 +117,10 @@ def config_data(
                 "batch_size": 8,
             }
         ],
+        # One model actor: a second one's start-up (torch + open_clip imports) costs seconds
+        # of the CI's two cores per run, for a model that scores in milliseconds. The demo,
+        # the benchmark and the plan tests run the default layout of one actor per core.
+        "ray": {"num_actors": 1},
     }
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
