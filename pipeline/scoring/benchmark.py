@@ -179,14 +179,14 @@ def towers_rate(
     return batches * spec.batch_size / (time.perf_counter() - started)
 
 
-def model_only(spec: BenchSpec, device: str, plan: ActorPlan | None = None) -> float:
+def model_only(spec: BenchSpec, device: str, plan: ActorPlan) -> float:
     """Pairs/s of the towers alone, in the job's actor layout: the ceiling for the whole job.
 
     Several CPU actors are as many processes, each on its threads, timed together.
     """
     batches = max(1, spec.pairs // spec.batch_size)
-    if plan is None or plan.actors == 1:
-        return towers_rate(spec, device, batches=batches, threads=plan.threads if plan else None)
+    if plan.actors == 1:
+        return towers_rate(spec, device, batches=batches, threads=plan.threads)
     context = get_context("spawn")
     each = max(1, batches // plan.actors)
     with context.Manager() as manager, ProcessPoolExecutor(plan.actors, mp_context=context) as pool:

@@ -30,8 +30,8 @@ class ActorPlan:
     # The CPUs Ray reserves for each actor: never so many that no reader fits beside them.
     cpus_per_actor: float
     threads: int | None
-    # Batches Ray hands each actor at once. On a CPU one: a whole batch runs at a time
-    # there, and a second one would wait in this actor while another actor idles.
+    # Blocks Ray hands each actor at once, no more: a block queued in one actor would wait
+    # there while another idles. On a CPU one: decoding and towers share the cores.
     calls_per_actor: int
     # Concurrent read + tokenize tasks; None lets Ray Data use every free CPU. Each
     # task process imports the tokenizer (seconds of CPU) before its first row.
@@ -106,7 +106,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         compute=ray.data.ActorPoolStrategy(
             size=plan.actors,
             max_concurrent_calls_per_actor=plan.calls_per_actor,
-            max_tasks_in_flight_per_actor=plan.calls_per_actor if plan.device == "cpu" else None,
+            max_tasks_in_flight_per_actor=plan.calls_per_actor,
             enable_true_multi_threading=plan.calls_per_actor > 1,
         ),
         num_gpus=plan.gpus_per_actor,
