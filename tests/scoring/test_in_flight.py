@@ -9,32 +9,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import WinnowConfig, parse_config
+from pipeline.config import parse_config
 from pipeline.io.reader import model_inputs
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import score_table, scorer_for
 from tests.builders import TINY, good_rows
 
 
-def _batches(checkpoint, *, count: int, rows: int) -> tuple[WinnowConfig, list[pa.Table]]:
-    """A tiny model's config, and `count` input tables of `rows` good rows each."""
+def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(tiny_checkpoint):
     config = parse_config(
         {
             "input": {"path": "unused"},
             "output": {"path": "unused"},
-            "models": [{"name": TINY, "pretrained": str(checkpoint), "batch_size": 4}],
+            "models": [{"name": TINY, "pretrained": str(tiny_checkpoint), "batch_size": 4}],
         }
     )
     keys = ["key", "jpg", "caption", "status", "error_message"]
     tables = [
-        pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, rows)])
-        for shard in range(count)
+        pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 10)])
+        for shard in range(6)
     ]
-    return config, tables
-
-
-def test_concurrent_batches_score_as_if_one_at_a_time_and_never_share_the_model(tiny_checkpoint):
-    config, tables = _batches(tiny_checkpoint, count=6, rows=10)
     scorer = scorer_for(config)
     serial = [score_table(t, config, scorer) for t in tables]
 
