@@ -8,7 +8,6 @@ added columns would overwrite.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +23,7 @@ from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
 from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
 from pipeline.report.summary import build_summary
+from pipeline.scoring.clock import StreamClock
 from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors
 
 log = logging.getLogger(__name__)
@@ -142,13 +142,13 @@ def _run_locked(
     scoring_seconds = 0.0
     with ray_session(config.ray) as resources:
         plan = plan_actors(config.ray, resources)
+        clock = StreamClock(actors=plan.actors)
         for model, entry in zip(models, config.models, strict=True):
             model["precision"] = resolve_precision(entry.precision, plan.device)
         if todo:
             metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
-            clock = time.monotonic()
-            scored_now, score_failures = _score(todo, layout, config, plan, metadata)
-            scoring_seconds = time.monotonic() - clock
+            scored_now, score_failures = _score(todo, layout, config, plan, metadata, clock)
+            scoring_seconds = clock.now() - clock.started
             failures += score_failures
         refs = [
             ShardRef(name=s.name, scored=layout.url(SCORED, f"{s.name}.parquet"), input=s.url)
@@ -162,6 +162,8 @@ def _run_locked(
     summary = build_summary(
         started=started,
         scoring_seconds=scoring_seconds,
+        startup_seconds=clock.startup_seconds,
+        steady_rows_per_second=clock.steady_rows_per_second,
         scored_now=scored_now,
         redone={s.name for s in todo if states[s.name] == "changed"},
         records=[layout.read_json(layout.stats(r.name)) or {} for r in refs],
@@ -181,6 +183,7 @@ def _score(
     config: WinnowConfig,
     plan: ActorPlan,
     metadata: dict[str, Any],
+    clock: StreamClock,
 ) -> tuple[list[dict[str, Any]], list[ShardFailure]]:
     dims = {m.alias: embedding_dim(m) for m in config.models}
     sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
@@ -191,5 +194,5 @@ def _score(
         if tasks
         else []
     )
-    sink.consume(batches)
+    sink.consume(clock.watch(batches))
     return sink.committed, sink.failures

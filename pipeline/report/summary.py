@@ -39,10 +39,16 @@ def _filter_totals(records: list[dict[str, Any]], fitted: dict[str, Any]) -> dic
     }
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def build_summary(
     *,
     started: datetime,
     scoring_seconds: float,
+    startup_seconds: float | None,
+    steady_rows_per_second: float | None,
     scored_now: list[dict[str, Any]],
     redone: set[str],
     records: list[dict[str, Any]],
@@ -69,6 +75,8 @@ def build_summary(
             "rows": rows_now,
             "scoring_seconds": round(scoring_seconds, 3),
             "rows_per_second": round(rows_now / scoring_seconds, 1) if rows_now else None,
+            "startup_seconds": _rounded(startup_seconds, 3),
+            "steady_rows_per_second": _rounded(steady_rows_per_second, 1),
             "actors": actors,
         },
         "failed_shards": [{"shard": f.name, "input": f.url, "error": f.error} for f in failures],
@@ -85,6 +93,11 @@ def closing_line(summary: dict[str, Any], output: str) -> str:
     run, filters = summary["this_run"], summary["filters"]
     not_scored = sum(n for s, n in summary["status_counts"].items() if s != RowStatus.OK)
     rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "no rows scored"
+    if run["steady_rows_per_second"]:
+        rate += (
+            f" ({run['steady_rows_per_second']:,.0f} rows/s after "
+            f"{run['startup_seconds']:.0f} s of start-up)"
+        )
     return (
         f"winnow: {run['shards_new']} new shard(s) scored, {run['shards_redone']} redone "
         f"(input changed), {run['shards_skipped']} skipped, {run['shards_failed']} failed; "

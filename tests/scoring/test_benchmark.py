@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
-    spec = BenchSpec(model=TINY, device="cpu", pairs=96, batch_size=32, shards=2, compare_rows=32)
+    spec = BenchSpec(model=TINY, device="cpu", pairs=96, batch_size=16, shards=4, compare_rows=24)
     result = benchmark(spec, workdir=tmp_path)
     assert result["data"]["pairs"] == result["data"]["distinct_images"] == 96
     assert 5 < result["data"]["jpeg_kb_median"] < 400
@@ -24,9 +24,11 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
         "decode_cpu_images_per_s",
         "decode_tensor_images_per_s",
         "end_to_end_pairs_per_s",
+        "end_to_end_after_startup_pairs_per_s",
     }
     rates = dict(result["rates"])
     assert (rates.pop("model_only_one_process_pairs_per_s") is not None) == several
+    assert result["startup_seconds"] > 0
     assert all(rate > 0 for rate in rates.values())
     difference = result["tensor_vs_pil_score_difference"]
     assert 0 <= difference["mean"] <= difference["max"] < 0.01
@@ -37,7 +39,8 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
         "end to end (the job)",
-        "tensor vs PIL decode path, 32 rows",
+        "tensor vs PIL decode path, 24 rows",
+        f"start-up (every actor's first batch at the writer): {result['startup_seconds']} s",
     ):
         assert line in text
     end_to_end = next(line for line in text.splitlines() if line.startswith("end to end"))
