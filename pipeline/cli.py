@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         default=2,
         help="batches per GPU actor (ray.batches_in_flight); CPU actors take one",
     )
+    bench.add_argument(
+        "--actors",
+        type=int,
+        default=None,
+        help="model actors (ray.num_actors; default one per GPU, or sized to the CPUs); "
+        "more than the GPUs share them",
+    )
     bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
     bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
@@ -138,6 +145,7 @@ def _bench(args: argparse.Namespace) -> int:
         pairs=args.pairs,
         batch_size=args.batch_size,
         in_flight=args.in_flight,
+        actors=args.actors,
     )
     workdir = Path(args.output)
     result = benchmark(spec, workdir=workdir)

@@ -32,6 +32,9 @@ from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from pipeline.synth.scenes import caption, random_scene, render
 
 IMAGES_PER_TASK = 64
+DATA_MARKER = "_bench_data.json"
+# What the generated shards depend on: a rerun with the same values reuses them.
+DATA_FIELDS = ("pairs", "shards", "seed", "min_side", "max_side", "distinct_images")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +50,7 @@ class BenchSpec:
     min_side: int = 256
     max_side: int = 1024
     in_flight: int = 2
+    actors: int | None = None
     compare_rows: int = 128
     distinct_images: int = 4096
 
@@ -116,6 +120,27 @@ def generate(folder: Path, spec: BenchSpec) -> dict[str, Any]:
     }
 
 
+def bench_data(folder: Path, spec: BenchSpec) -> dict[str, Any]:
+    """The shards for `spec`: those already in `folder` when made for the same data fields.
+
+    Rendering thousands of images takes minutes; comparing layouts (`--actors`,
+    `--in-flight`) on the same data should not pay it again.
+    """
+    wanted = {name: getattr(spec, name) for name in DATA_FIELDS}
+    marker = folder / DATA_MARKER
+    if marker.exists():
+        made = json.loads(marker.read_text())
+        if made["spec"] == wanted:
+            return made["data"]
+    if folder.exists():
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    generated = generate(folder, spec)
+    marker.write_text(json.dumps({"spec": wanted, "data": generated}))
+    return generated
+
+
 def _device(spec: BenchSpec) -> str:
     import torch
 
@@ -141,12 +166,16 @@ def _model(spec: BenchSpec, precision: str | None = None) -> ModelConfig:
     )
 
 
+def _ray(spec: BenchSpec) -> RayConfig:
+    return RayConfig(num_actors=spec.actors, batches_in_flight=spec.in_flight)
+
+
 def layout(spec: BenchSpec, device: str) -> ActorPlan:
     """The model actors a local job runs on this machine: model-only measures the same layout."""
     resources = {"CPU": float(len(os.sched_getaffinity(0)))}
     if device == "cuda":
         resources["GPU"] = 1.0
-    return plan_actors(RayConfig(batches_in_flight=spec.in_flight), resources)
+    return plan_actors(_ray(spec), resources)
 
 
 def towers_rate(
@@ -246,7 +275,7 @@ def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> Winnow
             "output": {"path": output, "report": False},
             "models": [_model(spec).model_dump()],
             "images": images,
-            "ray": {"batches_in_flight": spec.in_flight},
+            "ray": _ray(spec).model_dump(),
         }
     )
 
@@ -299,8 +328,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     device = _device(spec)
     plan = layout(spec, device)
     data = workdir / "shards"
-    data.mkdir(parents=True, exist_ok=True)
-    generated = generate(data, spec)
+    generated = bench_data(data, spec)
     # One process on every thread, over as many batches as each of the layout's processes.
     share = replace(spec, pairs=spec.pairs // plan.actors)
     one_process = replace(plan, actors=1, threads=None)

@@ -39,7 +39,8 @@ class ActorPlan:
 
     def describe(self) -> str:
         if self.device == "cuda":
-            return f"{self.actors} GPU actor(s)"
+            per_gpu = round(1 / self.gpus_per_actor)
+            return f"{self.actors} GPU actor(s)" + (f", {per_gpu} per GPU" if per_gpu > 1 else "")
         return f"{self.actors} CPU actor(s) x {self.threads} thread(s)"
 
 
@@ -47,12 +48,14 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
     if gpus:
+        # More actors than GPUs share them, an equal slice each: two processes can keep
+        # one GPU fed where one process's decode and launches cannot.
         actors = settings.num_actors or gpus
         return ActorPlan(
             device="cuda",
             actors=actors,
-            gpus_per_actor=1,
-            cpus_per_actor=1,
+            gpus_per_actor=1 / -(-actors // gpus),
+            cpus_per_actor=_cpus_each(cpus, actors),
             threads=None,
             calls_per_actor=settings.batches_in_flight,
             read_tasks=None,
@@ -66,11 +69,16 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
         device="cpu",
         actors=actors,
         gpus_per_actor=0,
-        cpus_per_actor=min(1.0, (cpus - READ_CPUS) / actors),
+        cpus_per_actor=_cpus_each(cpus, actors),
         threads=max(1, cpus // actors),
         calls_per_actor=1,
         read_tasks=1,
     )
+
+
+def _cpus_each(cpus: int, actors: int) -> float:
+    """One CPU per actor, less where that would leave no room for a reader task."""
+    return min(1.0, (cpus - READ_CPUS) / actors)
 
 
 def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: ActorPlan) -> Any:

@@ -16,6 +16,18 @@ def test_gpu_cluster_gets_one_actor_per_gpu_and_readers_on_every_free_cpu():
     plan = plan_actors(RayConfig(batches_in_flight=3), {"CPU": 16.0, "GPU": 2.0})
     assert (plan.device, plan.actors, plan.gpus_per_actor, plan.read_tasks) == ("cuda", 2, 1, None)
     assert plan.calls_per_actor == 3
+    assert plan.describe() == "2 GPU actor(s)"
+
+
+@pytest.mark.parametrize(("gpus", "actors", "share"), [(1, 2, 0.5), (2, 3, 0.5), (2, 1, 1.0)])
+def test_more_gpu_actors_than_gpus_share_them(gpus, actors, share):
+    """Each actor asks for a slice that fits: a whole GPU each would leave some never placed."""
+    plan = plan_actors(RayConfig(num_actors=actors), {"CPU": 16.0, "GPU": float(gpus)})
+    assert (plan.actors, plan.gpus_per_actor) == (actors, share)
+    slots = gpus * int(1 / plan.gpus_per_actor)
+    assert slots >= actors
+    if share < 1:
+        assert plan.describe() == f"{actors} GPU actor(s), {int(1 / share)} per GPU"
 
 
 @pytest.mark.parametrize(
