@@ -35,32 +35,51 @@ class TensorPreprocess:
         return cls(size=size, mean=tuple(config["mean"]), std=tuple(config["std"]))
 
     def crop(self, image: Any) -> Any:
-        """uint8 CHW of any size to uint8 CHW of the model's size, on the image's device."""
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as F
+        """uint8 CHW of any size to CHW of the model's size, on the image's device.
+
+        torchvision's Resize(shorter side) + CenterCrop geometry, with torch's own
+        kernel called directly: torchvision's wrapper costs more than the kernel
+        launch, and a GPU actor pays it for every image. The result is unrounded on
+        a GPU (CUDA has no uint8 bicubic); the caller rounds the whole batch at once.
+        """
+        from torch.nn.functional import interpolate
+        from torchvision.transforms.v2.functional import center_crop_image
 
         height, width = self.size
-        resized = F.resize(
-            image, [min(height, width)], interpolation=InterpolationMode.BICUBIC, antialias=True
-        )
-        return F.center_crop(resized, [height, width])
+        old_height, old_width = image.shape[-2:]
+        short, long = sorted((old_height, old_width))
+        new_short, new_long = min(height, width), int(min(height, width) * long / short)
+        new_size = (new_long, new_short) if old_width <= old_height else (new_short, new_long)
+        if new_size != (old_height, old_width):
+            pixels = image if image.device.type == "cpu" else image.float()
+            image = interpolate(
+                pixels[None], size=new_size, mode="bicubic", align_corners=False, antialias=True
+            )[0]
+        new_height, new_width = new_size
+        if new_height < height or new_width < width:
+            return center_crop_image(image, [height, width])
+        top, left = round((new_height - height) / 2), round((new_width - width) / 2)
+        return image[:, top : top + height, left : left + width]
 
     def __call__(self, images: list[Any], device: str) -> Any:
         """uint8 CHW tensors (or RGB PIL images) to one normalised float NCHW batch on `device`.
 
-        Resize and crop go image by image; the float conversion and normalisation
-        run once on the whole batch, which saves most of the per-image kernels.
+        Resize and crop go image by image, straight into the batch; rounding, clamping
+        and normalisation run once on the whole batch, which saves most of the
+        per-image kernels (and a GPU actor launches each one from Python).
         """
         import torch
         from torchvision.transforms.v2.functional import pil_to_tensor
 
-        tensors = [
-            image if isinstance(image, torch.Tensor) else pil_to_tensor(image) for image in images
-        ]
-        batch = torch.stack([self.crop(image.to(device)) for image in tensors])
-        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
-        return batch.float().div_(255).sub_(mean).div_(std)
+        height, width = self.size
+        target = torch.device(device)
+        batch = torch.empty((len(images), 3, height, width), device=target)
+        for index, image in enumerate(images):
+            tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
+            batch[index] = self.crop(tensor.to(target))
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
+        return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
 
 
 def decode_jpegs(data: list[bytes], device: str) -> list[Any | None]:

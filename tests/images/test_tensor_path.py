@@ -8,8 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from pipeline.config import parse_config
+from pipeline.images.tensor import TensorPreprocess
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import bomb_png, encode, jpeg, photo, row
@@ -66,3 +69,44 @@ def test_tensor_path_on_cpu_matches_pil_within_a_hundredth():
 )
 def test_nvjpeg_path_on_gpu_matches_pil_within_a_hundredth():
     compare("cuda")
+
+
+def torchvision_preprocess(images: list[torch.Tensor], step: TensorPreprocess) -> torch.Tensor:
+    """The reference: torchvision's Resize(shorter side) + CenterCrop on uint8, then normalise."""
+    height, width = step.size
+    crops = [
+        F.center_crop(
+            F.resize(image, [min(height, width)], InterpolationMode.BICUBIC, antialias=True),
+            [height, width],
+        )
+        for image in images
+    ]
+    batch = torch.stack(crops).float() / 255
+    mean = torch.tensor(step.mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(step.std, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+        ),
+    ],
+)
+@pytest.mark.parametrize("size", [(224, 224), (224, 320), (320, 224)])
+def test_tensor_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
+    """Landscape, portrait, already the size, smaller than the crop (padded), tiny."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(300, 400), (224, 224), (100, 150), (1024, 700), (225, 224), (401, 299), (3, 5)]
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator).to(device)
+        for h, w in shapes
+    ]
+    step = TensorPreprocess(size=size, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+    ours = step(images, device)
+    assert ours.shape == (len(shapes), 3, *size)
+    torch.testing.assert_close(ours, torchvision_preprocess(images, step), atol=1e-5, rtol=0)
