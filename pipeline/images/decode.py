@@ -57,12 +57,15 @@ def probe(data: bytes | None, *, max_pixels: int) -> tuple[str | None, Decoded |
         return None, Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
     except Exception as error:
         return None, Decoded(None, RowStatus.DECODE_ERROR, f"cannot decode image: {error}")
-    if width * height > max_pixels:
-        message = (
-            f"{width}x{height} = {width * height} pixels is over images.max_pixels ({max_pixels})"
-        )
-        return kind, Decoded(None, RowStatus.IMAGE_TOO_LARGE, message)
-    return kind, None
+    return kind, over_limit(width, height, max_pixels=max_pixels)
+
+
+def over_limit(width: int, height: int, *, max_pixels: int) -> Decoded | None:
+    """The row's failure when its header declares more pixels than the run allows."""
+    if width * height <= max_pixels:
+        return None
+    message = f"{width}x{height} = {width * height} pixels is over images.max_pixels ({max_pixels})"
+    return Decoded(None, RowStatus.IMAGE_TOO_LARGE, message)
 
 
 def decode_image(data: bytes | None, *, max_pixels: int) -> Decoded:

@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ModelConfig, RayConfig, WinnowConfig, parse_config
+from pipeline.config import ImagesConfig, ModelConfig, RayConfig, WinnowConfig, parse_config
 from pipeline.images.decode import decode_image
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
 from pipeline.scoring.dataset import ActorPlan, plan_actors
+from pipeline.status import RowStatus
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from pipeline.synth.scenes import caption, random_scene, render
 
@@ -249,21 +250,45 @@ def decode_only(folder: Path, spec: BenchSpec) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
+def _image_rows(images: list[bytes]) -> pa.Table:
+    """Images as the actor receives them, with nothing else wrong in their rows."""
+    from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
+    from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
+
+    rows = len(images)
+    return pa.table(
+        {
+            IMAGE: pa.array(images, pa.large_binary()),
+            UPSTREAM_OK: pa.array([True] * rows),
+            UPSTREAM_ERROR: pa.nulls(rows, pa.string()),
+            CAPTION_STATUS: pa.array([RowStatus.OK.value] * rows),
+            CAPTION_ERROR: pa.nulls(rows, pa.string()),
+        }
+    )
+
+
 def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
-    """Images/s of the tensor path: batched JPEG decode (nvJPEG on a GPU) + tensor preprocess."""
-    from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+    """Images/s of the tensor path as an actor runs it: header checks, batched JPEG decode
+    (nvJPEG on a GPU) and tensor preprocess, batch by batch."""
+    from pipeline.images.tensor import TensorPreprocess
+    from pipeline.scoring.scorer import check_rows
 
     config = _model(spec, precision="fp32")
     step = TensorPreprocess.of(load_model(config, device="cpu").model)
     if step is None:
         return None
     images = sample_jpegs(folder, min(max(spec.batch_size, spec.pairs // 4), 8192))
-    step([t for t in decode_jpegs(images[:8], device) if t is not None], device)
+    settings = ImagesConfig(decode="tensor")
+
+    def run(data: list[bytes]) -> None:
+        checks = check_rows(_image_rows(data), settings, jpeg_device=device)
+        step(checks.images, device)
+
+    run(images[:8])
     _synchronise(device)
     started = time.perf_counter()
     for start in range(0, len(images), spec.batch_size):
-        decoded = decode_jpegs(images[start : start + spec.batch_size], device)
-        step([t for t in decoded if t is not None], device)
+        run(images[start : start + spec.batch_size])
     _synchronise(device)
     return len(images) / (time.perf_counter() - started)
 

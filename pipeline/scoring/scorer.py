@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ImagesConfig, ModelConfig
-from pipeline.images.decode import Decoded, decode_image, probe
+from pipeline.images.decode import Decoded, decode_image, over_limit
+from pipeline.images.encoded import ImageBytes, jpeg_frame
 from pipeline.images.tensor import TensorPreprocess, decode_jpegs
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
@@ -26,6 +27,8 @@ from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_colu
 from pipeline.status import RowStatus
 
 STATUS = "_winnow_status"
+# Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
+NVJPEG_COMPONENTS = (1, 3)
 ERROR = "_winnow_error"
 
 
@@ -52,44 +55,47 @@ def check_rows(
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
-    With `jpeg_device`, JPEG rows are decoded there in one batch; anything else,
-    and any JPEG that decoder refuses, goes through PIL, which sets its status.
-    PIL decodes go through `mapper` (a thread pool's map runs them in parallel).
+    With `jpeg_device`, rows whose JPEG frame header reads are decoded there in
+    one batch, straight from the column's memory; anything else, and any JPEG
+    that decoder refuses, goes through PIL, which sets its status. PIL decodes
+    go through `mapper` (a thread pool's map runs them in parallel).
     """
     upstream_ok = table[UPSTREAM_OK].to_pylist()
     upstream_error = table[UPSTREAM_ERROR].to_pylist()
     caption_status = table[CAPTION_STATUS].to_pylist()
     caption_error = table[CAPTION_ERROR].to_pylist()
-    data = table[IMAGE].to_pylist()
+    data = ImageBytes(table[IMAGE])
     results: dict[int, Decoded] = {}
     jpegs: list[int] = []
     with_pil: list[int] = []
-    for row, value in enumerate(data):
+    for row in range(len(data)):
         if not upstream_ok[row]:
             results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
             continue
-        kind, failure = probe(value, max_pixels=images.max_pixels)
-        if failure is not None:
+        frame = jpeg_frame(data.view(row)) if jpeg_device else None
+        if frame is None or frame.components not in NVJPEG_COMPONENTS:
+            with_pil.append(row)
+        elif failure := over_limit(frame.width, frame.height, max_pixels=images.max_pixels):
             results[row] = failure
-        elif jpeg_device and kind == "JPEG":
+        else:
             jpegs.append(row)
-        else:
-            with_pil.append(row)
-    for row, tensor in zip(jpegs, decode_jpegs([data[r] for r in jpegs], jpeg_device), strict=True):
-        if tensor is None:
-            with_pil.append(row)
-        else:
-            results[row] = Decoded(tensor, RowStatus.OK)  # type: ignore[arg-type]
+    if jpegs:
+        decoded = decode_jpegs([data.tensor(r) for r in jpegs], jpeg_device)  # type: ignore[arg-type]
+        for row, tensor in zip(jpegs, decoded, strict=True):
+            if tensor is None:
+                with_pil.append(row)
+            else:
+                results[row] = Decoded(tensor, RowStatus.OK)  # type: ignore[arg-type]
 
     def decode(row: int) -> Decoded:
-        return decode_image(data[row], max_pixels=images.max_pixels)
+        return decode_image(data.bytes(row), max_pixels=images.max_pixels)
 
     results.update(zip(with_pil, mapper(decode, with_pil), strict=True))
-    status, errors, decoded, image_rows, text_rows = [], [], [], [], []
+    status, errors, decoded_images, image_rows, text_rows = [], [], [], [], []
     for row in range(len(data)):
         result = results[row]
         if result.image is not None:
-            decoded.append(result.image)
+            decoded_images.append(result.image)
             image_rows.append(row)
         if caption_status[row] == RowStatus.OK:
             text_rows.append(row)
@@ -100,7 +106,7 @@ def check_rows(
     return RowChecks(
         status=status,
         error=errors,
-        images=decoded,
+        images=decoded_images,
         image_rows=np.asarray(image_rows, np.int64),
         text_rows=np.asarray(text_rows, np.int64),
     )

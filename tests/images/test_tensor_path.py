@@ -12,7 +12,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pipeline.config import parse_config
-from pipeline.images.tensor import TensorPreprocess
+from pipeline.images.tensor import TensorPreprocess, decode_jpegs
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import bomb_png, encode, jpeg, photo, row
@@ -110,3 +110,23 @@ def test_tensor_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
     ours = step(images, device)
     assert ours.shape == (len(shapes), 3, *size)
     torch.testing.assert_close(ours, torchvision_preprocess(images, step), atol=1e-5, rtol=0)
+
+
+def test_one_bad_jpeg_costs_a_few_batched_calls_not_one_per_image(monkeypatch):
+    import torchvision.io
+
+    real = torchvision.io.decode_jpeg
+    calls = []
+
+    def counted(encoded, **options):
+        calls.append(len(encoded))
+        return real(encoded, **options)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", counted)
+    images = [jpeg(seed, (32, 24)) for seed in range(64)]
+    images[37] = images[37][: len(images[37]) // 2]  # cut: the batched call fails
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
+    decoded = decode_jpegs(encoded, "cpu")
+    assert [row for row, image in enumerate(decoded) if image is None] == [37]
+    assert all(image.shape == (3, 24, 32) for image in decoded if image is not None)
+    assert len(calls) <= 2 * 6 + 1  # two halves per level down to the bad one

@@ -1,0 +1,82 @@
+"""JPEG sizes from frame headers, and zero-copy views of a binary column, against PIL and Arrow."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from pipeline.images.encoded import ImageBytes, jpeg_frame
+from tests.builders import encode, jpeg, photo
+
+
+def pil_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def with_thumbnail_first(data: bytes) -> bytes:
+    """An APP1 segment holding a whole small JPEG (frame header included) before the image's."""
+    thumbnail = jpeg(9, (16, 12))
+    segment = b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    return data[:2] + segment + data[2:]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        jpeg(1, (64, 48)),
+        jpeg(2, (31, 97)),
+        encode(photo(3, (120, 80)), "JPEG", progressive=True),
+        encode(photo(4, (50, 70)).convert("L"), "JPEG"),
+        encode(photo(5, (40, 30)).convert("CMYK"), "JPEG"),
+        encode(photo(6, (64, 64)), "JPEG", subsampling=0, quality=95),
+        with_thumbnail_first(jpeg(7, (200, 150))),
+        jpeg(8, (64, 48))[:2] + b"\xff\xff" + jpeg(8, (64, 48))[2:],  # a fill byte
+    ],
+    ids=["baseline", "odd", "progressive", "grey", "cmyk", "444", "thumbnail", "fill"],
+)
+def test_jpeg_frame_reads_size_and_components_as_pil_does(data):
+    frame = jpeg_frame(data)
+    assert (frame.width, frame.height) == pil_size(data)
+    assert frame.components == len(Image.open(io.BytesIO(data)).getbands())
+    assert jpeg_frame(memoryview(data)) == frame
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        b"",
+        b"\xff\xd8",
+        encode(photo(1), "PNG"),
+        encode(photo(1), "WEBP"),
+        jpeg(1, (64, 48))[:20],  # cut before the frame header
+        b"\xff\xd8\xff\xda\x00\x02",  # scan data before any frame header
+    ],
+    ids=["null", "empty", "soi-only", "png", "webp", "cut", "scan-first"],
+)
+def test_anything_else_is_left_to_pil(data):
+    assert jpeg_frame(data) is None
+
+
+def test_views_give_each_rows_bytes_without_copying_the_column():
+    values = [b"abc", None, b"", jpeg(1), b"\x00\xff"]
+    chunks = [pa.array(values[:2], pa.large_binary()), pa.array(values[2:], pa.large_binary())]
+    data = ImageBytes(pa.chunked_array(chunks))
+    assert len(data) == len(values)
+    assert [data.bytes(row) for row in range(len(values))] == values
+    narrow = ImageBytes(pa.array(values, pa.binary()))  # 32-bit offsets, as some shards have
+    assert [narrow.bytes(row) for row in range(len(values))] == values
+    assert data.view(1) is None
+    assert bytes(data.tensor(3).numpy()) == values[3]
+    assert data.tensor(2).numel() == 0
+
+
+def test_a_sliced_column_starts_at_its_own_first_row():
+    column = pa.array([b"skip", b"one", None, b"three"], pa.large_binary()).slice(1)
+    data = ImageBytes(column)
+    assert [data.bytes(row) for row in range(len(data))] == [b"one", None, b"three"]
+    assert bytes(data.tensor(2).numpy()) == b"three"
