@@ -25,21 +25,31 @@ FILTERS = [{"type": "caption", "min_words": 5}, {"type": "score_top_fraction", "
 
 
 def winnow(config: Path, *, kill_at: str | None = None) -> int:
+    """The run's exit code; its output goes to CONFIG.log, whose end a failed assert shows."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if kill_at:
         env["WINNOW_KILL_AT"] = kill_at
         env["PYTHONPATH"] = os.pathsep.join([str(KILLSWITCH), env.get("PYTHONPATH", "")])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    code = process.wait(timeout=300)
+    with log_of(config).open("a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        code = process.wait(timeout=300)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # what the killed driver left running
     return code
+
+
+def log_of(config: Path) -> Path:
+    return config.with_suffix(".log")
+
+
+def log_tail(config: Path) -> str:
+    return "\n".join(log_of(config).read_text().splitlines()[-30:])
 
 
 def ids(folder: Path) -> dict[str, list[str]]:
@@ -61,7 +71,8 @@ def clean(tmp_path_factory, tiny_checkpoint):
         path.write_text(yaml.safe_dump(data))
         return path
 
-    assert winnow(configure("clean")) == 0
+    config = configure("clean")
+    assert winnow(config) == 0, log_tail(config)
     return root, configure
 
 
@@ -74,8 +85,8 @@ def test_rerun_after_a_kill_gives_the_clean_run(clean, kill_at):
     root, configure = clean
     name = kill_at.replace(":", "-")
     config = configure(name)
-    assert winnow(config, kill_at=kill_at) == -signal.SIGKILL
-    assert winnow(config) == 0
+    assert winnow(config, kill_at=kill_at) == -signal.SIGKILL, log_tail(config)
+    assert winnow(config) == 0, log_tail(config)
     for side in ("scored", "filtered", "rejected"):
         got, want = ids(root / name / side), ids(root / "clean" / side)
         assert got == want, side

@@ -66,6 +66,14 @@ def test_scores_and_embeddings_match_plain_open_clip(tmp_path, tiny_checkpoint):
         np.testing.assert_allclose(embeddings(scored, "clip_image_embedding"), image, atol=1e-4)
         np.testing.assert_allclose(embeddings(scored, "clip_text_embedding"), text, atol=1e-4)
         assert set(scored["winnow_status"].to_pylist()) == {"ok"}
+        # Embeddings are written plain (no dictionary, no statistics): far faster to write.
+        columns = pq.ParquetFile(tmp_path / "out" / "scored" / path.name).metadata.row_group(0)
+        chunks = {
+            columns.column(i).path_in_schema: columns.column(i) for i in range(columns.num_columns)
+        }
+        vectors = [chunks[f"clip_{tower}_embedding.list.element"] for tower in ("image", "text")]
+        assert all(not v.is_stats_set and not v.has_dictionary_page for v in vectors)
+        assert chunks["clip_score"].is_stats_set and chunks["key"].has_dictionary_page
     summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert summary["rows"] == 40
     assert summary["this_run"]["shards_scored"] == 2
