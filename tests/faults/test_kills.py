@@ -1,7 +1,9 @@
 """Kill the driver (SIGKILL) at several points, rerun, and compare with a clean run.
 
-The whole process group is killed, as a job scheduler would: the local Ray the
-run started goes with it.
+Everything the run started is then killed, as a job scheduler ending the job
+would: the local Ray goes with it, its workers included. They have process
+groups of their own, so the run's session is what is killed, not its group;
+a worker left alive would go on writing beside the rerun.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -39,9 +42,33 @@ def winnow(config: Path, *, kill_at: str | None = None) -> int:
             start_new_session=True,
         )
         code = process.wait(timeout=300)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # what the killed driver left running
+    kill_session(process.pid)
     return code
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL every live process of the session `leader` started; wait until none is left."""
+    deadline = time.monotonic() + 60
+    while members := session_members(leader):
+        assert time.monotonic() < deadline, f"processes {members} outlived SIGKILL"
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def session_members(leader: int) -> list[int]:
+    """Live (not zombie) processes whose session is `leader`'s, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            state, session = fields[0], int(fields[3])
+            if session == leader and state not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
 
 
 def log_of(config: Path) -> Path:
