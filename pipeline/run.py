@@ -24,7 +24,7 @@ from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
 from pipeline.report.summary import build_summary
 from pipeline.scoring.clock import StreamClock
-from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors
+from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors, scored_blocks
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _run_locked(
         if todo:
             metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
             scored_now, score_failures = _score(todo, layout, config, plan, metadata, clock)
-            scoring_seconds = clock.now() - clock.started
+            scoring_seconds = clock.elapsed
             failures += score_failures
         refs = [
             ShardRef(name=s.name, scored=layout.url(SCORED, f"{s.name}.parquet"), input=s.url)
@@ -189,10 +189,6 @@ def _score(
     sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
     tasks = [task for shard in todo for task in shard.row_group_tasks()]
     log.info("scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe())
-    batches = (
-        build_dataset(tasks, config, plan).iter_batches(batch_size=None, batch_format="pyarrow")
-        if tasks
-        else []
-    )
+    batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
     sink.consume(clock.watch(batches))
     return sink.committed, sink.failures

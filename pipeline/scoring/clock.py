@@ -42,6 +42,10 @@ class StreamClock:
             yield batch
 
     @property
+    def elapsed(self) -> float:
+        return self.now() - self.started
+
+    @property
     def startup_seconds(self) -> float | None:
         """Seconds until every actor could have delivered its first batch."""
         return None if self.ready is None else self.ready - self.started

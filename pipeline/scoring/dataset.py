@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,15 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
 def _cpus_each(cpus: int, actors: int) -> float:
     """One CPU per actor, less where that would leave no room for a reader task."""
     return min(1.0, (cpus - READ_CPUS) / actors)
+
+
+def scored_blocks(dataset: Any) -> Iterator[Any]:
+    """The plan's output blocks, each as soon as it is scored.
+
+    Ray Data's default prefetch holds each block back until the next one is
+    done, which on a slow model delays every commit by a whole block.
+    """
+    return dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
 
 
 def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: ActorPlan) -> Any:

@@ -27,9 +27,9 @@ from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_colu
 from pipeline.status import RowStatus
 
 STATUS = "_winnow_status"
+ERROR = "_winnow_error"
 # Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
 NVJPEG_COMPONENTS = (1, 3)
-ERROR = "_winnow_error"
 
 
 @dataclass(kw_only=True)
