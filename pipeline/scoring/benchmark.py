@@ -8,7 +8,6 @@ Weights are random unless given: speed does not depend on them.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -29,13 +28,7 @@ from pipeline.images.decode import decode_image
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
 from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.status import RowStatus
-from pipeline.synth.dataset import IMG2DATASET_SCHEMA
-from pipeline.synth.scenes import caption, random_scene, render
-
-IMAGES_PER_TASK = 64
-DATA_MARKER = "_bench_data.json"
-# What the generated shards depend on: a rerun with the same values reuses them.
-DATA_FIELDS = ("pairs", "shards", "seed", "min_side", "max_side", "distinct_images")
+from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,91 +48,17 @@ class BenchSpec:
     compare_rows: int = 128
     distinct_images: int = 4096
 
-
-def web_like_jpeg(rng: np.random.Generator, spec: BenchSpec) -> tuple[bytes, str, int, int]:
-    """A synthetic scene with photo-like texture, 256-1024 px, at web JPEG sizes (tens of KB)."""
-    scene = random_scene(rng)
-    side = int(rng.integers(spec.min_side, spec.max_side + 1))
-    height = int(side * rng.uniform(0.6, 1.0))
-    image = render(scene, rng, side=side).crop((0, 0, side, height))
-    texture = rng.normal(0, 9, (height, side, 3))
-    pixels = np.clip(np.asarray(image, np.float64) + texture, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=int(rng.integers(80, 93)))
-    return buffer.getvalue(), caption(scene, rng), side, height
-
-
-def _images(seed: np.random.SeedSequence, count: int, spec: BenchSpec) -> list[tuple]:
-    rng = np.random.default_rng(seed)
-    return [web_like_jpeg(rng, spec) for _ in range(count)]
-
-
-def image_pool(spec: BenchSpec) -> list[tuple[bytes, str, int, int]]:
-    """The distinct images the pairs cycle through, rendered on every core.
-
-    Rendering costs far more than decoding, so large runs reuse a pool of a few
-    thousand images: decode work per row is the same as for distinct images.
-    """
-    distinct = min(spec.pairs, spec.distinct_images)
-    counts = [min(IMAGES_PER_TASK, distinct - s) for s in range(0, distinct, IMAGES_PER_TASK)]
-    seeds = np.random.SeedSequence(spec.seed).spawn(len(counts))
-    if len(counts) == 1:
-        return _images(seeds[0], counts[0], spec)
-    workers = min(len(counts), os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        chunks = pool.map(_images, seeds, counts, [spec] * len(counts))
-        return [image for chunk in chunks for image in chunk]
-
-
-def generate(folder: Path, spec: BenchSpec) -> dict[str, Any]:
-    images = image_pool(spec)
-    per_shard = -(-spec.pairs // spec.shards)
-    sizes = []
-    for shard in range(spec.shards):
-        rows = []
-        for index in range(shard * per_shard, min(spec.pairs, (shard + 1) * per_shard)):
-            data, text, width, height = images[index % len(images)]
-            sizes.append(len(data))
-            rows.append(
-                {"key": f"{index:010d}", "jpg": data, "caption": text, "width": width,
-                 "height": height, "original_width": width, "original_height": height,
-                 "status": "success"}
-            )  # fmt: skip
-        pq.write_table(
-            pa.Table.from_pylist(rows, schema=IMG2DATASET_SCHEMA),
-            folder / f"{shard:05d}.parquet",
-            row_group_size=512,
+    @property
+    def data(self) -> WebPairsSpec:
+        """What the generated shards depend on: the same data serves every layout."""
+        return WebPairsSpec(
+            pairs=self.pairs,
+            shards=self.shards,
+            seed=self.seed,
+            min_side=self.min_side,
+            max_side=self.max_side,
+            distinct_images=self.distinct_images,
         )
-    kilobytes = np.asarray(sizes) / 1024
-    return {
-        "pairs": len(sizes),
-        "distinct_images": len(images),
-        "jpeg_kb_median": round(float(np.median(kilobytes)), 1),
-        "jpeg_kb_p10_p90": [round(float(np.percentile(kilobytes, q)), 1) for q in (10, 90)],
-    }
-
-
-def bench_data(folder: Path, spec: BenchSpec) -> dict[str, Any]:
-    """The shards for `spec`: those already in `folder` when made for the same data fields.
-
-    Rendering thousands of images takes minutes; comparing layouts (`--actors`,
-    `--in-flight`) on the same data should not pay it again.
-    """
-    wanted = {name: getattr(spec, name) for name in DATA_FIELDS}
-    marker = folder / DATA_MARKER
-    if marker.exists():
-        made = json.loads(marker.read_text())
-        if made["spec"] == wanted:
-            return made["data"]
-    if folder.exists():
-        for old in folder.glob("*.parquet"):
-            old.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    generated = generate(folder, spec)
-    marker.write_text(json.dumps({"spec": wanted, "data": generated}))
-    return generated
 
 
 def _device(spec: BenchSpec) -> str:
@@ -353,7 +272,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     device = _device(spec)
     plan = layout(spec, device)
     data = workdir / "shards"
-    generated = bench_data(data, spec)
+    generated = web_pairs(data, spec.data)
     # One process on every thread, over as many batches as each of the layout's processes.
     share = replace(spec, pairs=spec.pairs // plan.actors)
     one_process = replace(plan, actors=1, threads=None)

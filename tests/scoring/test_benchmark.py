@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.scoring.benchmark import (
-    BenchSpec,
-    _config,
-    bench_data,
-    benchmark,
-    layout,
-    table,
-    write_json,
-)
+from pipeline.scoring.benchmark import BenchSpec, _config, benchmark, layout, table, write_json
 from tests.builders import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -63,15 +53,3 @@ def test_chosen_actor_count_sets_both_the_job_and_the_model_only_layout(tmp_path
     spec = BenchSpec(model=TINY, device="cpu", actors=1)
     assert layout(spec, "cpu").actors == 1
     assert _config(tmp_path, str(tmp_path / "out"), spec).ray.num_actors == 1
-
-
-def test_generated_data_is_reused_only_for_the_same_data_fields(tmp_path):
-    spec = BenchSpec(pairs=8, shards=2, min_side=64, max_side=96)
-    first = bench_data(tmp_path, spec)
-    made = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.parquet")}
-    assert len(made) == 2
-    assert bench_data(tmp_path, replace(spec, actors=2, in_flight=3, batch_size=4)) == first
-    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.parquet")} == made
-    fewer = bench_data(tmp_path, replace(spec, pairs=6, shards=1))
-    assert fewer["pairs"] == 6
-    assert [pq.read_metadata(p).num_rows for p in tmp_path.glob("*.parquet")] == [6]
