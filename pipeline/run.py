@@ -162,6 +162,7 @@ def _run_locked(
     summary = build_summary(
         started=started,
         scoring_seconds=scoring_seconds,
+        first_blocks_seconds=clock.first_blocks_seconds,
         startup_seconds=clock.startup_seconds,
         steady_rows_per_second=clock.steady_rows_per_second,
         scored_now=scored_now,

@@ -3,10 +3,11 @@
 On a GPU actor, JPEG bytes are decoded in batches by nvJPEG
 (`torchvision.io.decode_jpeg(device="cuda")`) and resized, cropped and
 normalised there, following the model's own preprocess config (shorter side to
-the model's size, bicubic with antialias, centre crop, mean/std). Bytes that
-are not JPEG, or that nvJPEG refuses, go the PIL way row by row, which also
-gives them their status. Scores stay within 0.01 of the PIL path; the tests
-check that on the CPU, and on a GPU where there is one.
+the model's size, bicubic with antialias, centre crop, mean/std), with the
+values torchvision's Resize + CenterCrop give. Bytes that are not JPEG, or
+that nvJPEG refuses, go the PIL way row by row, which also gives them their
+status. Scores stay within 0.01 of the PIL path; the tests check that on the
+CPU, and on a GPU where there is one.
 """
 
 from __future__ import annotations

@@ -298,6 +298,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "device_type": device,
         "precision": resolve_precision(spec.precision, device),
         "actors": job["actors"],
+        "first_blocks_seconds": job["first_blocks_seconds"],
         "startup_seconds": job["startup_seconds"],
         "model_only_layout": plan.describe(),
         "batches_in_flight_per_actor": plan.calls_per_actor,
@@ -344,7 +345,8 @@ def table(result: dict[str, Any]) -> str:
                 if rates[key] is not None
             ),
             "",
-            f"start-up (every actor's first batch at the writer): {result['startup_seconds']} s",
+            f"start-up: {result['startup_seconds']} s (every actor's first block at the writer "
+            f"after {result['first_blocks_seconds']} s, less their work at the rate after it)",
             compared,
         ]
     )

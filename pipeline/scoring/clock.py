@@ -3,8 +3,10 @@
 A run's rate over its whole scoring time includes paying start-up once (each
 actor importing torch and loading its models). On a short run that hides the
 rate a long one gets, so the clock also times the stream from the moment the
-first batch of every actor could have arrived (the `actors`-th batch) to the
-last batch, counting only the rows that came after that moment.
+first block of every actor could have arrived (the `actors`-th block) to the
+last block, counting only the rows that came after that moment. Those first
+blocks took start-up plus their own work; start-up is what is left once their
+rows are costed at the steady rate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class StreamClock:
     arrivals: int = 0
     ready: float | None = None
     last: float | None = None
+    rows_to_ready: int = 0
     rows_after_ready: int = 0
 
     def __post_init__(self) -> None:
@@ -34,6 +37,7 @@ class StreamClock:
             arrived = self.now()
             self.arrivals += 1
             if self.ready is None:
+                self.rows_to_ready += batch.num_rows
                 if self.arrivals >= self.actors:
                     self.ready = arrived
             else:
@@ -46,9 +50,17 @@ class StreamClock:
         return self.now() - self.started
 
     @property
-    def startup_seconds(self) -> float | None:
-        """Seconds until every actor could have delivered its first batch."""
+    def first_blocks_seconds(self) -> float | None:
+        """Seconds until every actor could have delivered its first block."""
         return None if self.ready is None else self.ready - self.started
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """The first blocks' time less their rows' work at the steady rate; None untold."""
+        steady, first = self.steady_rows_per_second, self.first_blocks_seconds
+        if steady is None or first is None:
+            return None
+        return max(0.0, first - self.rows_to_ready / steady)
 
     @property
     def steady_rows_per_second(self) -> float | None:
