@@ -136,13 +136,14 @@ def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipeline.scoring.benchmark import BenchSpec, benchmark, table, write_json
+    from pipeline.synth.web_pairs import WebPairsSpec
 
     spec = BenchSpec(
         model=args.model,
         pretrained=args.pretrained,
         device=args.device,
         precision=args.precision,
-        pairs=args.pairs,
+        data=WebPairsSpec(pairs=args.pairs),
         batch_size=args.batch_size,
         in_flight=args.in_flight,
         actors=args.actors,

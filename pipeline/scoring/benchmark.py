@@ -14,7 +14,7 @@ import platform
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -37,28 +37,12 @@ class BenchSpec:
     pretrained: str | None = None
     precision: str = "auto"
     device: str = "auto"
-    pairs: int = 2048
     batch_size: int = 256
-    shards: int = 4
-    seed: int = 0
-    min_side: int = 256
-    max_side: int = 1024
     in_flight: int = 2
     actors: int | None = None
     compare_rows: int = 128
-    distinct_images: int = 4096
-
-    @property
-    def data(self) -> WebPairsSpec:
-        """What the generated shards depend on: the same data serves every layout."""
-        return WebPairsSpec(
-            pairs=self.pairs,
-            shards=self.shards,
-            seed=self.seed,
-            min_side=self.min_side,
-            max_side=self.max_side,
-            distinct_images=self.distinct_images,
-        )
+    # What the generated shards depend on: every layout compared on them shares it.
+    data: WebPairsSpec = field(default_factory=WebPairsSpec)
 
 
 def _device(spec: BenchSpec) -> str:
@@ -133,7 +117,7 @@ def model_only(spec: BenchSpec, device: str, plan: ActorPlan) -> float:
 
     Several CPU actors are as many processes, each on its threads, timed together.
     """
-    batches = max(1, spec.pairs // spec.batch_size)
+    batches = max(1, spec.data.pairs // spec.batch_size)
     if plan.actors == 1:
         return towers_rate(spec, device, batches=batches, threads=plan.threads)
     context = get_context("spawn")
@@ -162,7 +146,7 @@ def decode_only(folder: Path, spec: BenchSpec) -> float:
     """Images/s of the CPU decode path (PIL decode + the model's preprocess), one process."""
     config = _model(spec, precision="fp32")
     preprocess = load_model(config, device="cpu").preprocess
-    images = sample_jpegs(folder, min(max(64, spec.pairs // 4), 1024))
+    images = sample_jpegs(folder, min(max(64, spec.data.pairs // 4), 1024))
     started = time.perf_counter()
     for data in images:
         preprocess(decode_image(data, max_pixels=10**9).image)
@@ -196,7 +180,7 @@ def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
     step = TensorPreprocess.of(load_model(config, device="cpu").model)
     if step is None:
         return None
-    images = sample_jpegs(folder, min(max(spec.batch_size, spec.pairs // 4), 8192))
+    images = sample_jpegs(folder, min(max(spec.batch_size, spec.data.pairs // 4), 8192))
     settings = ImagesConfig(decode="tensor")
 
     def run(data: list[bytes]) -> None:
@@ -236,7 +220,7 @@ def path_difference(folder: Path, spec: BenchSpec, device: str) -> dict[str, flo
     scores = []
     for decode in ("pil", "tensor"):
         config = _config(folder, "unused", spec, decode=decode)
-        torch.manual_seed(spec.seed)  # the same random weights for both, where none are given
+        torch.manual_seed(spec.data.seed)  # the same random weights for both, where none are given
         scorer = scorer_for(config, device=device)
         if decode == "tensor" and scorer.jpeg_device is None:
             return None
@@ -274,7 +258,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     data = workdir / "shards"
     generated = web_pairs(data, spec.data)
     # One process on every thread, over as many batches as each of the layout's processes.
-    share = replace(spec, pairs=spec.pairs // plan.actors)
+    share = replace(spec, data=replace(spec.data, pairs=spec.data.pairs // plan.actors))
     one_process = replace(plan, actors=1, threads=None)
     rates = {
         "model_only_pairs_per_s": model_only(spec, device, plan),
@@ -336,7 +320,8 @@ def table(result: dict[str, Any]) -> str:
             f"in flight per actor; model only: {result['model_only_layout']}",
             f"data: {data['pairs']} pairs ({data['distinct_images']} distinct images), "
             f"JPEG median {data['jpeg_kb_median']} KB "
-            f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), {spec['min_side']}-{spec['max_side']} px",
+            f"(p10-p90 {data['jpeg_kb_p10_p90']} KB), "
+            f"{spec['data']['min_side']}-{spec['data']['max_side']} px",
             "",
             f"{'measure':<38}{'rate /s':>12}  ratio to model-only",
             *(

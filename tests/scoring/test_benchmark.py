@@ -7,13 +7,20 @@ import json
 import pytest
 
 from pipeline.scoring.benchmark import BenchSpec, _config, benchmark, layout, table, write_json
+from pipeline.synth.web_pairs import WebPairsSpec
 from tests.builders import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
-    spec = BenchSpec(model=TINY, device="cpu", pairs=96, batch_size=16, shards=4, compare_rows=24)
+    spec = BenchSpec(
+        model=TINY,
+        device="cpu",
+        batch_size=16,
+        compare_rows=24,
+        data=WebPairsSpec(pairs=96, shards=4),
+    )
     result = benchmark(spec, workdir=tmp_path)
     assert result["data"]["pairs"] == result["data"]["distinct_images"] == 96
     assert 5 < result["data"]["jpeg_kb_median"] < 400

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 
-from pipeline.scoring.benchmark import BenchSpec
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
 
@@ -21,9 +20,3 @@ def test_generated_pairs_are_reused_only_for_the_same_spec(tmp_path):
     fewer = web_pairs(tmp_path, replace(spec, pairs=6, shards=1))
     assert fewer["pairs"] == 6
     assert [pq.read_metadata(p).num_rows for p in tmp_path.glob("*.parquet")] == [6]
-
-
-def test_bench_layouts_share_their_data_spec():
-    base = BenchSpec(pairs=64, shards=2)
-    assert replace(base, actors=2, in_flight=3, batch_size=8, model="other").data == base.data
-    assert replace(base, pairs=32).data != base.data
