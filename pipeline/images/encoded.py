@@ -26,7 +26,7 @@ STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
 class JpegFrame:
     width: int
     height: int
-    components: int  # 1 grey, 3 YCbCr; 4 (CMYK, YCCK) is more than nvJPEG decodes
+    components: int  # 1 grey, 3 YCbCr, 4 CMYK or YCCK
 
 
 def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
