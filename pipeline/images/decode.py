@@ -41,23 +41,22 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def probe(data: bytes | None, *, max_pixels: int) -> tuple[str | None, Decoded | None]:
-    """The image's format from its header, or the failure that ends its row; no pixels decoded."""
+def probe(data: bytes | None, *, max_pixels: int) -> Decoded | None:
+    """The failure that ends the row, read from the header alone; None if it may be decoded."""
     if data is None:
-        return None, Decoded(None, RowStatus.MISSING_IMAGE, "image bytes are null")
+        return Decoded(None, RowStatus.MISSING_IMAGE, "image bytes are null")
     if len(data) == 0:
-        return None, Decoded(None, RowStatus.DECODE_ERROR, "image bytes are empty")
+        return Decoded(None, RowStatus.DECODE_ERROR, "image bytes are empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-                kind = image.format
     except Image.UnidentifiedImageError:
-        return None, Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
+        return Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
     except Exception as error:
-        return None, Decoded(None, RowStatus.DECODE_ERROR, f"cannot decode image: {error}")
-    return kind, over_limit(width, height, max_pixels=max_pixels)
+        return Decoded(None, RowStatus.DECODE_ERROR, f"cannot decode image: {error}")
+    return over_limit(width, height, max_pixels=max_pixels)
 
 
 def over_limit(width: int, height: int, *, max_pixels: int) -> Decoded | None:
@@ -69,7 +68,7 @@ def over_limit(width: int, height: int, *, max_pixels: int) -> Decoded | None:
 
 
 def decode_image(data: bytes | None, *, max_pixels: int) -> Decoded:
-    _, failure = probe(data, max_pixels=max_pixels)
+    failure = probe(data, max_pixels=max_pixels)
     if failure is not None:
         return failure
     try:
