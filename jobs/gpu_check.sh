@@ -1,46 +1,62 @@
 #!/usr/bin/env bash
-# The GPU check in one prepared run: the CUDA tests, then `winnow bench` for
-# ViT-B-32 and ViT-L-14, each table printed and its JSON written to $OUT.
+# The GPU check in one prepared run: `winnow bench` for ViT-B-32 and ViT-L-14 and
+# the CUDA tests, each table printed and its JSON written to $OUT.
 #
-# Made for the project's lent H100 machine (Python 3.12, its own torch and
+# Made for the project's lent H100/H200 machine (Python 3.12, its own torch and
 # torchvision, no network). Prepare the wheels it lacks here first, pinned to
 # the versions this checkout's .venv runs:
 #
 #   bash ../shared/gpu/prepare-wheels.sh $(.venv/bin/pip freeze | grep -iE \
 #     '^(pydantic|pydantic[-_]core|annotated-types|typing-inspection|regex|pytest|pluggy|iniconfig)==')
 #
-# then run `bash jobs/gpu_check.sh` there with .whl/ carried along.
-# PAIRS_B32 / PAIRS_L14 / IN_FLIGHT size the runs (the defaults are meant to fit
-# one 600 s device call; not yet timed on the GPU).
+# then run `bash jobs/gpu_check.sh` there with .whl/ carried along. The steps run
+# most telling first, each under its own timeout, and everything is logged under
+# $OUT as it happens, so a run cut short still returns what it measured.
+# PAIRS_B32 / PAIRS_L14 / IN_FLIGHT size the runs.
 set -uo pipefail
 OUT="${OUT:-gpu-check}"
 mkdir -p "$OUT"
+exec > >(tee "$OUT/check.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1
+export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 \
+  PYTHONUNBUFFERED=1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc
 python3 -c 'import torch, torchvision, ray, open_clip; print("torch", torch.__version__,
   "torchvision", torchvision.__version__, "ray", ray.__version__, "open_clip",
   open_clip.__version__, "cuda", torch.cuda.is_available())'
+# GPU and memory-copy load each second, to read each step's bottleneck against.
+nvidia-smi dmon -s uc -o T >"$OUT/dmon.txt" 2>&1 &
 
-echo "== CUDA tests"
-timeout 300 python3 -m pytest -q -s -p no:cacheprovider \
-  tests/images/test_tensor_path.py tests/scoring/test_in_flight.py 2>&1 | tail -15
+step() { echo "== $(date +%T) $*"; }
 
-bench() {  # name model pairs batch [extra args]: one table, its JSON kept as $OUT/bench-NAME.json
-  local name=$1 model=$2 pairs=$3 batch=$4
-  shift 4
-  echo "== bench $name"
+bench() {  # name model pairs batch seconds [extra args]: its JSON kept as $OUT/bench-NAME.json
+  local name=$1 model=$2 pairs=$3 batch=$4 seconds=$5
+  shift 5
+  step "bench $name"
   rm -f "/tmp/bench-$model/bench.json"
-  timeout 420 python3 -m jobs.benchmark --device cuda --model "$model" --pairs "$pairs" \
-    --batch-size "$batch" --in-flight "${IN_FLIGHT:-2}" --output "/tmp/bench-$model" "$@" \
-    2>"$OUT/bench-$name.log" | tail -20
+  echo "== bench $name" >>"$OUT/bench.log"
+  timeout "$seconds" python3 -m jobs.benchmark --device cuda --model "$model" \
+    --pairs "$pairs" --batch-size "$batch" --in-flight "${IN_FLIGHT:-2}" \
+    --output "/tmp/bench-$model" "$@" 2>>"$OUT/bench.log" \
+    || ray stop --force >/dev/null 2>&1  # a run cut short leaves its workers behind
   cp "/tmp/bench-$model/bench.json" "$OUT/bench-$name.json" 2>/dev/null \
-    || { echo "bench $name failed:"; tail -30 "$OUT/bench-$name.log"; }
+    || { echo "bench $name failed:"; tail -40 "$OUT/bench.log"; }
 }
-bench b32 ViT-B-32 "${PAIRS_B32:-65536}" 1024
+tests() {  # seconds files...
+  local seconds=$1
+  shift
+  step "CUDA tests $*"
+  timeout "$seconds" python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tail -25
+}
+
+bench b32 ViT-B-32 "${PAIRS_B32:-65536}" 1024 240
+bench l14 ViT-L-14 "${PAIRS_L14:-16384}" 512 200
+tests 120 tests/images/test_tensor_path.py
 # The same data again (not regenerated) with two actors sharing the GPU: two processes
 # for the per-image decode and launch work that one process's GIL serialises.
-bench b32-2actors ViT-B-32 "${PAIRS_B32:-65536}" 1024 --actors 2
-bench l14 ViT-L-14 "${PAIRS_L14:-16384}" 512
+bench b32-2actors ViT-B-32 "${PAIRS_B32:-65536}" 1024 150 --actors 2
+tests 120 tests/scoring/test_in_flight.py
+step done
