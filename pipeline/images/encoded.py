@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 JPEG_START = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
 # Start-of-frame markers carry the size; 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) do not.
 FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers with no length field after them.
@@ -27,6 +28,9 @@ class JpegFrame:
     width: int
     height: int
     components: int  # 1 grey, 3 YCbCr, 4 CMYK or YCCK
+    # Ends with the end-of-image marker. nvJPEG decodes a cut-off JPEG without an
+    # error (the missing part comes out grey), where PIL refuses it.
+    complete: bool
 
 
 def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
@@ -56,7 +60,10 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
                 return None
             height = int.from_bytes(data[position + 5 : position + 7], "big")
             width = int.from_bytes(data[position + 7 : position + 9], "big")
-            frame = JpegFrame(width=width, height=height, components=data[position + 9])
+            complete = bytes(data[-2:]) == JPEG_END
+            frame = JpegFrame(
+                width=width, height=height, components=data[position + 9], complete=complete
+            )
             return frame if width and height else None
         position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return None

@@ -55,8 +55,8 @@ def check_rows(
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
-    With `jpeg_device`, rows whose JPEG frame header reads are decoded there in
-    one batch, straight from the column's memory; anything else, and any JPEG
+    With `jpeg_device`, complete JPEGs whose frame header reads are decoded there
+    in one batch, straight from the column's memory; anything else, and any JPEG
     that decoder refuses, goes through PIL, which sets its status. PIL decodes
     go through `mapper` (a thread pool's map runs them in parallel).
     """
@@ -73,7 +73,7 @@ def check_rows(
             results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
             continue
         frame = jpeg_frame(data.view(row)) if jpeg_device else None
-        if frame is None or frame.components not in NVJPEG_COMPONENTS:
+        if frame is None or not frame.complete or frame.components not in NVJPEG_COMPONENTS:
             with_pil.append(row)
         elif failure := over_limit(frame.width, frame.height, max_pixels=images.max_pixels):
             results[row] = failure

@@ -43,6 +43,15 @@ def test_jpeg_frame_reads_size_and_components_as_pil_does(data):
     assert (frame.width, frame.height) == pil_size(data)
     assert frame.components == len(Image.open(io.BytesIO(data)).getbands())
     assert jpeg_frame(memoryview(data)) == frame
+    assert frame.complete
+
+
+def test_a_cut_off_jpeg_reads_as_incomplete_so_pil_judges_it():
+    whole = jpeg(1, (300, 300))
+    for cut in (whole[:500], whole[:-2], whole[:400] + bytes(range(64))):
+        frame = jpeg_frame(cut)
+        assert (frame.width, frame.height) == (300, 300)
+        assert not frame.complete
 
 
 @pytest.mark.parametrize(
