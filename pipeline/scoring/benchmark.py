@@ -23,11 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ImagesConfig, ModelConfig, RayConfig, WinnowConfig, parse_config
-from pipeline.images.decode import decode_image
+from pipeline.config import ModelConfig, RayConfig, WinnowConfig, parse_config
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
 from pipeline.scoring.dataset import ActorPlan, plan_actors
-from pipeline.status import RowStatus
+from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
 
@@ -51,13 +50,6 @@ def _device(spec: BenchSpec) -> str:
     if spec.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return spec.device
-
-
-def _synchronise(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _model(spec: BenchSpec, precision: str | None = None) -> ModelConfig:
@@ -101,14 +93,14 @@ def towers_rate(
     with torch.inference_mode():
         loaded.model.encode_image(pixels)
         loaded.model.encode_text(tokens)
-        _synchronise(device)
+        synchronise(device)
         if start is not None:
             start.wait()
         started = time.perf_counter()
         for _ in range(batches):
             loaded.model.encode_image(pixels)
             loaded.model.encode_text(tokens)
-        _synchronise(device)
+        synchronise(device)
     return batches * spec.batch_size / (time.perf_counter() - started)
 
 
@@ -129,71 +121,6 @@ def model_only(spec: BenchSpec, device: str, plan: ActorPlan) -> float:
             for _ in range(plan.actors)
         ]
         return sum(rate.result() for rate in rates)
-
-
-def sample_jpegs(folder: Path, count: int) -> list[bytes]:
-    """The first `count` images of the generated shards, reading no more row groups than that."""
-    images: list[bytes] = []
-    for path in sorted(folder.glob("*.parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=512, columns=["jpg"]):
-            images += batch.column(0).to_pylist()
-            if len(images) >= count:
-                return images[:count]
-    return images
-
-
-def decode_only(folder: Path, spec: BenchSpec) -> float:
-    """Images/s of the CPU decode path (PIL decode + the model's preprocess), one process."""
-    config = _model(spec, precision="fp32")
-    preprocess = load_model(config, device="cpu").preprocess
-    images = sample_jpegs(folder, min(max(64, spec.data.pairs // 4), 1024))
-    started = time.perf_counter()
-    for data in images:
-        preprocess(decode_image(data, max_pixels=10**9).image)
-    return len(images) / (time.perf_counter() - started)
-
-
-def _image_rows(images: list[bytes]) -> pa.Table:
-    """Images as the actor receives them, with nothing else wrong in their rows."""
-    from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
-    from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
-
-    rows = len(images)
-    return pa.table(
-        {
-            IMAGE: pa.array(images, pa.large_binary()),
-            UPSTREAM_OK: pa.array([True] * rows),
-            UPSTREAM_ERROR: pa.nulls(rows, pa.string()),
-            CAPTION_STATUS: pa.array([RowStatus.OK.value] * rows),
-            CAPTION_ERROR: pa.nulls(rows, pa.string()),
-        }
-    )
-
-
-def decode_tensor(folder: Path, spec: BenchSpec, device: str) -> float | None:
-    """Images/s of the tensor path as an actor runs it: header checks, batched JPEG decode
-    (nvJPEG on a GPU) and tensor preprocess, batch by batch."""
-    from pipeline.images.tensor import TensorPreprocess
-    from pipeline.scoring.scorer import check_rows
-
-    config = _model(spec, precision="fp32")
-    step = TensorPreprocess.of(load_model(config, device="cpu").model)
-    if step is None:
-        return None
-    images = sample_jpegs(folder, min(max(spec.batch_size, spec.data.pairs // 4), 8192))
-    settings = ImagesConfig(decode="tensor")
-
-    def run(data: list[bytes]) -> None:
-        checks = check_rows(_image_rows(data), settings, jpeg_device=device)
-        step(checks.images, device)
-
-    run(images[:8])
-    _synchronise(device)
-    started = time.perf_counter()
-    for start in range(0, len(images), spec.batch_size):
-        run(images[start : start + spec.batch_size])
-    _synchronise(device)
-    return len(images) / (time.perf_counter() - started)
 
 
 def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> WinnowConfig:
@@ -260,13 +187,16 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     # One process on every thread, over as many batches as each of the layout's processes.
     share = replace(spec, data=replace(spec.data, pairs=spec.data.pairs // plan.actors))
     one_process = replace(plan, actors=1, threads=None)
+    fp32 = _model(spec, precision="fp32")
+    images = min(max(spec.batch_size, spec.data.pairs // 4), 8192)
+    tensor = decode_tensor(data, fp32, count=images, batch_size=spec.batch_size, device=device)
     rates = {
         "model_only_pairs_per_s": model_only(spec, device, plan),
         "model_only_one_process_pairs_per_s": (
             model_only(share, device, one_process) if plan.actors > 1 else None
         ),
-        "decode_cpu_images_per_s": decode_only(data, spec),
-        "decode_tensor_images_per_s": decode_tensor(data, spec, device),
+        "decode_cpu_images_per_s": decode_only(data, fp32, count=min(images, 1024)),
+        "decode_tensor_images_per_s": tensor and tensor["images_per_s"],
     }
     difference = path_difference(data, spec, device)
     job = end_to_end(data, spec)
@@ -290,6 +220,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
         "ratios_to_model_only": ratios,
         "ratio_end_to_end_vs_model_only": ratios["end_to_end_pairs_per_s"],
+        "tensor_path_us_per_image": tensor and tensor["us_per_image"],
         "tensor_vs_pil_score_difference": difference,
     }
 
@@ -300,11 +231,20 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         ("model only (job's layout)", "model_only_pairs_per_s"),
         ("model only (one process)", "model_only_one_process_pairs_per_s"),
-        ("decode + preprocess, CPU, 1 proc", "decode_cpu_images_per_s"),
+        ("decode + preprocess, CPU, 1 core", "decode_cpu_images_per_s"),
         (f"decode + preprocess, tensor, {result['device_type']}", "decode_tensor_images_per_s"),
         ("end to end (the job)", "end_to_end_pairs_per_s"),
         ("end to end, after start-up", "end_to_end_after_startup_pairs_per_s"),
     ]
+    phases = result["tensor_path_us_per_image"]
+    per_image = (
+        [
+            f"tensor path per image, {result['device_type']} synchronised between phases: "
+            + ", ".join(f"{phase} {us:,.1f} us" for phase, us in phases.items())
+        ]
+        if phases
+        else []
+    )
     difference = result["tensor_vs_pil_score_difference"]
     compared = (
         f"tensor vs PIL decode path, {difference['rows']} rows: |score difference| "
@@ -329,6 +269,7 @@ def table(result: dict[str, Any]) -> str:
                 for name, key in rows
                 if rates[key] is not None
             ),
+            *per_image,
             "",
             f"start-up: {result['startup_seconds']} s (every actor's first block at the writer "
             f"after {result['first_blocks_seconds']} s, less their work at the rate after it)",

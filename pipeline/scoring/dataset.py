@@ -21,6 +21,12 @@ from pipeline.scoring.scorer import ClipScorer
 
 log = logging.getLogger(__name__)
 READ_CPUS = 0.5
+# A reader process reads and tokenizes about 7,000 web-like pairs/s on one core of
+# the 2-core development machine: eight feed one GPU's towers (ViT-B-32's: 14,000
+# pairs/s on an H200) with room for slower cores. Every free CPU instead meant thirty
+# processes on the 16-core H200 machine, each importing torch + open_clip (860 MB)
+# beside the starting actor; its first block came 50 s after the job began.
+READERS_PER_GPU = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,9 +40,9 @@ class ActorPlan:
     # Blocks Ray hands each actor at once, no more: a block queued in one actor would wait
     # there while another idles. On a CPU one: decoding and towers share the cores.
     calls_per_actor: int
-    # Concurrent read + tokenize tasks; None lets Ray Data use every free CPU. Each
-    # task process imports the tokenizer (seconds of CPU) before its first row.
-    read_tasks: int | None
+    # Concurrent read + tokenize tasks. Each task process imports the tokenizer
+    # (seconds of CPU) before its first row.
+    read_tasks: int
 
     def describe(self) -> str:
         if self.device == "cuda":
@@ -52,14 +58,16 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
         # More actors than GPUs share them, an equal slice each: two processes can keep
         # one GPU fed where one process's decode and launches cannot.
         actors = settings.num_actors or gpus
+        cpus_each = _cpus_each(cpus, actors)
+        free = max(1, int((cpus - actors * cpus_each) / READ_CPUS))
         return ActorPlan(
             device="cuda",
             actors=actors,
             gpus_per_actor=1 / -(-actors // gpus),
-            cpus_per_actor=_cpus_each(cpus, actors),
+            cpus_per_actor=cpus_each,
             threads=None,
             calls_per_actor=settings.batches_in_flight,
-            read_tasks=None,
+            read_tasks=min(free, READERS_PER_GPU * gpus),
         )
     # A CPU model is a thousand times slower than reading and tokenizing: one reader
     # keeps every actor fed and leaves the cores to the towers. Up to four cores, one

@@ -37,6 +37,13 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
     assert (rates.pop("model_only_one_process_pairs_per_s") is not None) == several
     assert 0 <= result["startup_seconds"] <= result["first_blocks_seconds"]
     assert all(rate > 0 for rate in rates.values())
+    phases = result["tensor_path_us_per_image"]
+    assert list(phases) == [
+        "header checks + JPEG decode",
+        "JPEG decode alone",
+        "resize + crop + normalise",
+    ]
+    assert all(us > 0 for us in phases.values())
     difference = result["tensor_vs_pil_score_difference"]
     assert 0 <= difference["mean"] <= difference["max"] < 0.01
     text = table(result)
@@ -45,6 +52,7 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
         *(["model only (one process)"] if several else []),
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
+        "tensor path per image, cpu synchronised between phases: header checks + JPEG",
         "end to end (the job)",
         "tensor vs PIL decode path, 24 rows",
         f"start-up: {result['startup_seconds']} s (every actor's first block at the writer",

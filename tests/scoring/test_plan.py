@@ -5,18 +5,27 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import RayConfig
-from pipeline.scoring.dataset import READ_CPUS, ActorPlan, plan_actors
+from pipeline.scoring.dataset import READ_CPUS, READERS_PER_GPU, ActorPlan, plan_actors
 
 
 def _reserved(plan: ActorPlan) -> float:
-    return plan.actors * plan.cpus_per_actor + READ_CPUS * (plan.read_tasks or 0)
+    return plan.actors * plan.cpus_per_actor + READ_CPUS * plan.read_tasks
 
 
-def test_gpu_cluster_gets_one_actor_per_gpu_and_readers_on_every_free_cpu():
+def test_gpu_cluster_gets_one_actor_per_gpu_and_readers_to_feed_them():
     plan = plan_actors(RayConfig(batches_in_flight=3), {"CPU": 16.0, "GPU": 2.0})
-    assert (plan.device, plan.actors, plan.gpus_per_actor, plan.read_tasks) == ("cuda", 2, 1, None)
+    assert (plan.device, plan.actors, plan.gpus_per_actor) == ("cuda", 2, 1)
+    assert plan.read_tasks == 2 * READERS_PER_GPU
     assert plan.calls_per_actor == 3
     assert plan.describe() == "2 GPU actor(s)"
+
+
+@pytest.mark.parametrize(("cpus", "readers"), [(64.0, READERS_PER_GPU), (4.0, 6), (1.0, 1)])
+def test_gpu_readers_are_capped_by_the_gpu_and_fit_beside_the_actor(cpus, readers):
+    """More reader processes than the GPU can use only slow its actor's start."""
+    plan = plan_actors(RayConfig(), {"CPU": cpus, "GPU": 1.0})
+    assert plan.read_tasks == readers
+    assert _reserved(plan) <= max(cpus, plan.cpus_per_actor + READ_CPUS)
 
 
 @pytest.mark.parametrize(("gpus", "actors", "share"), [(1, 2, 0.5), (2, 3, 0.5), (2, 1, 1.0)])

@@ -1,0 +1,138 @@
+"""Decode-only rates for the benchmark: each decode path alone, on the generated shards.
+
+The CPU path is PIL + the model's own preprocess; the tensor path is what a GPU
+actor runs (header checks, batched JPEG decode, tensor preprocess), with where
+its time goes per image.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import ImagesConfig, ModelConfig
+from pipeline.images.decode import decode_image
+from pipeline.models.loader import load_model
+from pipeline.status import RowStatus
+
+
+def synchronise(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def sample_jpegs(folder: Path, count: int) -> list[bytes]:
+    """The first `count` images of the generated shards, reading no more row groups than that."""
+    images: list[bytes] = []
+    for path in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=512, columns=["jpg"]):
+            images += batch.column(0).to_pylist()
+            if len(images) >= count:
+                return images[:count]
+    return images
+
+
+def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float = 10.0) -> float:
+    """Images/s of the CPU decode path (PIL decode + the model's preprocess) on one core.
+
+    One thread, as each of a CPU job's decode workers runs; stopped after `seconds`,
+    since on a slow core the full sample takes minutes and tells no more.
+    """
+    import torch
+
+    preprocess = load_model(model, device="cpu").preprocess
+    images = sample_jpegs(folder, count)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started, done = time.perf_counter(), 0
+        for data in images:
+            preprocess(decode_image(data, max_pixels=10**9).image)
+            done += 1
+            if time.perf_counter() - started > seconds:
+                break
+        return done / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _image_rows(images: list[bytes]) -> pa.Table:
+    """Images as the actor receives them, with nothing else wrong in their rows."""
+    from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
+    from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
+
+    rows = len(images)
+    return pa.table(
+        {
+            IMAGE: pa.array(images, pa.large_binary()),
+            UPSTREAM_OK: pa.array([True] * rows),
+            UPSTREAM_ERROR: pa.nulls(rows, pa.string()),
+            CAPTION_STATUS: pa.array([RowStatus.OK.value] * rows),
+            CAPTION_ERROR: pa.nulls(rows, pa.string()),
+        }
+    )
+
+
+TENSOR_PHASES = ("header checks + JPEG decode", "JPEG decode alone", "resize + crop + normalise")
+
+
+def decode_tensor(
+    folder: Path, model: ModelConfig, *, count: int, batch_size: int, device: str
+) -> dict[str, Any] | None:
+    """Images/s of the tensor path as an actor runs it: header checks, batched JPEG decode
+    (nvJPEG on a GPU) and tensor preprocess, batch by batch.
+
+    Then microseconds per image in each phase, over a few batches with the device
+    synchronised between phases: where an actor's time goes when decode bounds it.
+    """
+    from pipeline.images.encoded import ImageBytes
+    from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+    from pipeline.io.reader import IMAGE
+    from pipeline.scoring.scorer import check_rows
+
+    step = TensorPreprocess.of(load_model(model, device="cpu").model)
+    if step is None:
+        return None
+    images = sample_jpegs(folder, count)
+    settings = ImagesConfig(decode="tensor")
+    batches = [images[s : s + batch_size] for s in range(0, len(images), batch_size)]
+
+    step(check_rows(_image_rows(images[:8]), settings, jpeg_device=device).images, device)
+    synchronise(device)
+    started = time.perf_counter()
+    for batch in batches:
+        step(check_rows(_image_rows(batch), settings, jpeg_device=device).images, device)
+    synchronise(device)
+    rate = len(images) / (time.perf_counter() - started)
+
+    # check_rows decodes too; the same batch's decode alone shows the checks' share.
+    checked = decoded = resized = 0.0
+    timed = batches[:4]
+    for batch in timed:
+        rows = _image_rows(batch)
+        clock = time.perf_counter()
+        checks = check_rows(rows, settings, jpeg_device=device)
+        synchronise(device)
+        checked += time.perf_counter() - clock
+        data, clock = ImageBytes(rows[IMAGE]), time.perf_counter()
+        decode_jpegs([data.tensor(row) for row in range(len(data))], device)
+        synchronise(device)
+        decoded += time.perf_counter() - clock
+        clock = time.perf_counter()
+        step(checks.images, device)
+        synchronise(device)
+        resized += time.perf_counter() - clock
+    count = sum(len(batch) for batch in timed) / 1e6
+    phases = (checked, decoded, resized)
+    return {
+        "images_per_s": rate,
+        "us_per_image": {
+            k: round(v / count, 1) for k, v in zip(TENSOR_PHASES, phases, strict=True)
+        },
+    }
