@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Resized images stacked into the batch at once.
+STACK_CHUNK = 64
+
 
 @dataclass(frozen=True, kw_only=True)
 class TensorPreprocess:
@@ -65,9 +68,10 @@ class TensorPreprocess:
     def __call__(self, images: list[Any], device: str) -> Any:
         """uint8 CHW tensors (or RGB PIL images) to one normalised float NCHW batch on `device`.
 
-        Resize and crop go image by image, straight into the batch; rounding, clamping
-        and normalisation run once on the whole batch, which saves most of the
-        per-image kernels (and a GPU actor launches each one from Python).
+        Resize and crop go image by image, stacked into the batch a chunk at a time
+        (one copy per chunk, not per image; a chunk bounds the resized images held);
+        rounding, clamping and normalisation run once on the whole batch. A GPU actor
+        launches each kernel from Python, so per-image kernels are what it pays for.
         """
         import torch
         from torchvision.transforms.v2.functional import pil_to_tensor
@@ -75,9 +79,13 @@ class TensorPreprocess:
         height, width = self.size
         target = torch.device(device)
         batch = torch.empty((len(images), 3, height, width), device=target)
-        for index, image in enumerate(images):
-            tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
-            batch[index] = self.crop(tensor.to(target))
+        for start in range(0, len(images), STACK_CHUNK):
+            crops = [
+                self.crop(image.to(target) if isinstance(image, torch.Tensor) else
+                          pil_to_tensor(image).to(target))
+                for image in images[start : start + STACK_CHUNK]
+            ]  # fmt: skip
+            torch.stack(crops, out=batch[start : start + len(crops)])
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)

@@ -12,7 +12,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pipeline.config import parse_config
-from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+from pipeline.images.tensor import STACK_CHUNK, TensorPreprocess, decode_jpegs
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import bomb_png, encode, jpeg, photo, row
@@ -99,9 +99,11 @@ def torchvision_preprocess(images: list[torch.Tensor], step: TensorPreprocess) -
 )
 @pytest.mark.parametrize("size", [(224, 224), (224, 320), (320, 224)])
 def test_tensor_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
-    """Landscape, portrait, already the size, smaller than the crop (padded), tiny."""
+    """Landscape, portrait, already the size, smaller than the crop (padded), tiny; in a
+    batch longer than the chunks it is stacked in."""
     generator = torch.Generator().manual_seed(0)
     shapes = [(300, 400), (224, 224), (100, 150), (1024, 700), (225, 224), (401, 299), (3, 5)]
+    shapes = shapes * (STACK_CHUNK // len(shapes) + 2)
     images = [
         torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator).to(device)
         for h, w in shapes
