@@ -10,6 +10,7 @@ size comes from its frame header without PIL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from struct import unpack_from
 from typing import Any
 
 import numpy as np
@@ -44,46 +45,55 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
         return None
     position, end = 2, len(data)
     while position + 4 <= end:
-        if data[position] != 0xFF:
+        first, marker, length = unpack_from(">BBH", data, position)
+        if first != 0xFF:
             return None
-        marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
-            continue
-        if marker in STANDALONE_MARKERS:
+        elif marker in STANDALONE_MARKERS:
             position += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
+        elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
             return None
-        if marker in FRAME_MARKERS:
+        elif marker in FRAME_MARKERS:
             if position + 10 > end:
                 return None
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            height, width, components = unpack_from(">HHB", data, position + 5)
             complete = bytes(data[-2:]) == JPEG_END
-            frame = JpegFrame(
-                width=width, height=height, components=data[position + 9], complete=complete
-            )
+            frame = JpegFrame(width=width, height=height, components=components, complete=complete)
             return frame if width and height else None
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        else:
+            position += 2 + length
     return None
 
 
 class ImageBytes:
-    """A binary Arrow column's values as views of its one data buffer, no copy per row."""
+    """A binary Arrow column's values as views of its chunks' data buffers, no copy per row.
+
+    Chunks are read where they lie: combining them first copies every image (15 us a
+    row, half of a GPU actor's bookkeeping before nvJPEG).
+    """
 
     def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
-        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        array = array.cast(pa.large_binary())
-        _, offsets, values = array.buffers()
-        self.valid = array.is_valid().to_numpy(zero_copy_only=False)
-        bounds = np.frombuffer(offsets, np.int64)[array.offset : array.offset + len(array) + 1]
-        self.offsets: list[int] = bounds.tolist()
-        self.values = (
-            np.frombuffer(values, np.uint8) if values is not None else np.zeros(0, np.uint8)
-        )
-        self._data = memoryview(self.values)
-        self._tensor: Any = None
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        self.values: list[np.ndarray] = []
+        self.chunk: list[int] = []  # each row's chunk
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        valid = [np.zeros(0, bool)]
+        for index, array in enumerate(chunks):
+            array = array.cast(pa.large_binary())
+            _, offsets, values = array.buffers()
+            bounds = np.frombuffer(offsets, np.int64)[array.offset : array.offset + len(array) + 1]
+            self.starts += bounds[:-1].tolist()
+            self.ends += bounds[1:].tolist()
+            self.chunk += [index] * len(array)
+            valid.append(array.is_valid().to_numpy(zero_copy_only=False))
+            self.values.append(
+                np.frombuffer(values, np.uint8) if values is not None else np.zeros(0, np.uint8)
+            )
+        self.valid = np.concatenate(valid)
+        self._data = [memoryview(values) for values in self.values]
+        self._tensors: list[Any] = []
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -91,7 +101,7 @@ class ImageBytes:
     def view(self, row: int) -> memoryview | None:
         if not self.valid[row]:
             return None
-        return self._data[self.offsets[row] : self.offsets[row + 1]]
+        return self._data[self.chunk[row]][self.starts[row] : self.ends[row]]
 
     def bytes(self, row: int) -> bytes | None:
         view = self.view(row)
@@ -103,8 +113,8 @@ class ImageBytes:
 
         import torch
 
-        if self._tensor is None:
+        if not self._tensors:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # not writable: nothing here writes to it
-                self._tensor = torch.from_numpy(self.values)
-        return self._tensor[self.offsets[row] : self.offsets[row + 1]]
+                self._tensors = [torch.from_numpy(values) for values in self.values]
+        return self._tensors[self.chunk[row]][self.starts[row] : self.ends[row]]

@@ -82,6 +82,9 @@ def test_views_give_each_rows_bytes_without_copying_the_column():
     assert data.view(1) is None
     assert bytes(data.tensor(3).numpy()) == values[3]
     assert data.tensor(2).numel() == 0
+    for values, chunk in zip(data.values, chunks, strict=True):  # each chunk's own buffer
+        assert values.ctypes.data == chunk.buffers()[2].address
+    assert len(ImageBytes(pa.chunked_array([], pa.large_binary()))) == 0
 
 
 def test_a_sliced_column_starts_at_its_own_first_row():
