@@ -29,6 +29,10 @@ from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
+# Enough batches for a steady towers-only rate: ViT-L-14 over all of a large run's
+# pairs would take half a minute of a GPU session's few minutes and tell no more.
+MODEL_ONLY_BATCHES = 64
+
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSpec:
@@ -109,7 +113,7 @@ def model_only(spec: BenchSpec, device: str, plan: ActorPlan) -> float:
 
     Several CPU actors are as many processes, each on its threads, timed together.
     """
-    batches = max(1, spec.data.pairs // spec.batch_size)
+    batches = max(1, min(spec.data.pairs // spec.batch_size, MODEL_ONLY_BATCHES))
     if plan.actors == 1:
         return towers_rate(spec, device, batches=batches, threads=plan.threads)
     context = get_context("spawn")
