@@ -125,3 +125,15 @@ def config_data(
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return data
+
+
+def with_exif(data: bytes, orientation: int, order: str = "II") -> bytes:
+    """An EXIF block holding only an Orientation tag, in either byte order, after SOI."""
+    e = "<" if order == "II" else ">"
+    tiff = order.encode() + struct.pack(e + "HIH", 42, 8, 1)
+    tiff += struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(e + "I", 0)
+    return data[:2] + segment(b"\xff\xe1", b"Exif\x00\x00" + tiff) + data[2:]
+
+
+def segment(marker: bytes, body: bytes) -> bytes:
+    return marker + (len(body) + 2).to_bytes(2, "big") + body

@@ -9,6 +9,7 @@ size comes from its frame header without PIL.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from struct import unpack_from
 from typing import Any
@@ -22,6 +23,11 @@ JPEG_END = b"\xff\xd9"
 FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers with no length field after them.
 STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
+APP1 = 0xE1
+EXIF_HEADER = b"Exif\x00\x00"
+ORIENTATION_TAG = 0x0112
+XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')  # as PIL finds it
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,38 +38,88 @@ class JpegFrame:
     # Ends with the end-of-image marker. nvJPEG decodes a cut-off JPEG without an
     # error (the missing part comes out grey), where PIL refuses it.
     complete: bool
+    # The EXIF Orientation tag (1: as stored). nvJPEG ignores it; PIL applies it.
+    orientation: int = 1
+
+
+def exif_orientation(tiff: bytes | memoryview) -> int | None:
+    """The Orientation in IFD0 of an EXIF block (the TIFF after its header): 0 where there
+    is none, None where the block cannot be read plainly (PIL then judges the image)."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
+    if order is None or len(tiff) < 8:
+        return None
+    magic, ifd = unpack_from(order + "HI", tiff, 2)
+    if magic != 42 or ifd + 2 > len(tiff):
+        return None
+    (entries,) = unpack_from(order + "H", tiff, ifd)
+    if ifd + 2 + 12 * entries > len(tiff):
+        return None
+    for entry in range(ifd + 2, ifd + 2 + 12 * entries, 12):
+        tag, kind, count = unpack_from(order + "HHI", tiff, entry)
+        if tag == ORIENTATION_TAG:
+            if count != 1 or kind not in (3, 4):  # one SHORT or LONG
+                return None
+            value = unpack_from(order + ("H" if kind == 3 else "I"), tiff, entry + 8)[0]
+            return value or None
+    return 0
 
 
 def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
-    """Size and components from a JPEG's frame header; None for anything this cannot read.
+    """Size, components and orientation from a JPEG's headers; None for anything this
+    cannot read as PIL would, which sends the row to PIL for its format or its error.
 
-    Segments before the frame header are skipped by their length, so a thumbnail
-    inside EXIF is never mistaken for the image. None sends the row to PIL, which
-    gives it its format or its error.
+    Segments are walked by their length up to the scan, so a thumbnail inside EXIF
+    is never mistaken for the image. The orientation is PIL's: the EXIF block's
+    Orientation tag, else the XMP packet's tiff:Orientation.
     """
     if data is None or bytes(data[:3]) != JPEG_START:
         return None
     position, end = 2, len(data)
+    frame: tuple[int, int, int] | None = None
+    exif: int | None = None
+    xmp = 0
     while position + 4 <= end:
         first, marker, length = unpack_from(">BBH", data, position)
         if first != 0xFF:
             return None
         if marker == 0xFF:  # fill byte
             position += 1
-        elif marker in STANDALONE_MARKERS:
+            continue
+        if marker in STANDALONE_MARKERS:
             position += 2
-        elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
+            continue
+        if marker == 0xD9:  # end of image before any scan
             return None
-        elif marker in FRAME_MARKERS:
+        if marker == 0xDA:  # the scan: every header is read
+            break
+        if marker in FRAME_MARKERS and frame is None:
             if position + 10 > end:
                 return None
-            height, width, components = unpack_from(">HHB", data, position + 5)
-            complete = bytes(data[-2:]) == JPEG_END
-            frame = JpegFrame(width=width, height=height, components=components, complete=complete)
-            return frame if width and height else None
-        else:
-            position += 2 + length
-    return None
+            frame = unpack_from(">HHB", data, position + 5)
+        elif marker == APP1:
+            body = data[position + 4 : min(end, position + 2 + length)]
+            if bytes(body[:6]) == EXIF_HEADER:
+                if exif is not None:  # PIL joins further EXIF blocks onto the first
+                    return None
+                exif = exif_orientation(body[6:])
+                if exif is None:
+                    return None
+            elif bytes(body[: len(XMP_HEADER)]) == XMP_HEADER:
+                found = XMP_ORIENTATION.search(bytes(body[len(XMP_HEADER) :]))
+                xmp = int(found[2]) if found else 0  # the last XMP packet counts
+        position += 2 + length
+    if frame is None:
+        return None
+    height, width, components = frame
+    if not (width and height):
+        return None
+    return JpegFrame(
+        width=width,
+        height=height,
+        components=components,
+        complete=bytes(data[-2:]) == JPEG_END,
+        orientation=exif or xmp or 1,
+    )
 
 
 class ImageBytes:

@@ -91,9 +91,29 @@ class TensorPreprocess:
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
 
 
+def orient(image: Any, orientation: int) -> Any:
+    """A CHW tensor as PIL's `exif_transpose` turns the image for its EXIF Orientation."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return image.rot90(-1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return image.rot90(1, (-2, -1))
+    return image
+
+
 def decode_jpegs(encoded: list[Any], device: str) -> list[Any | None]:
-    """1-D uint8 CPU tensors of JPEG bytes to uint8 RGB CHW tensors on `device`, EXIF
-    orientation applied; None where decoding failed.
+    """1-D uint8 CPU tensors of JPEG bytes to uint8 RGB CHW tensors on `device`, as stored
+    (no EXIF orientation: nvJPEG has none, so `orient` does it on every device); None
+    where decoding failed.
 
     One bad image fails its whole batch: the halves are retried, so a batch of
     1,024 with one bad image costs about twenty batched calls, not 1,024 single ones.
@@ -102,7 +122,7 @@ def decode_jpegs(encoded: list[Any], device: str) -> list[Any | None]:
 
     if not encoded:
         return []
-    options = {"mode": ImageReadMode.RGB, "device": device, "apply_exif_orientation": True}
+    options = {"mode": ImageReadMode.RGB, "device": device}
     try:
         return list(decode_jpeg(encoded, **options))
     except RuntimeError:

@@ -62,7 +62,7 @@ def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float 
         torch.set_num_threads(threads)
 
 
-def _image_rows(images: list[bytes]) -> pa.Table:
+def actor_rows(images: list[bytes]) -> pa.Table:
     """Images as the actor receives them, with nothing else wrong in their rows."""
     from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
     from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
@@ -103,11 +103,11 @@ def decode_tensor(
     settings = ImagesConfig(decode="tensor")
     batches = [images[s : s + batch_size] for s in range(0, len(images), batch_size)]
 
-    step(check_rows(_image_rows(images[:8]), settings, jpeg_device=device).images, device)
+    step(check_rows(actor_rows(images[:8]), settings, jpeg_device=device).images, device)
     synchronise(device)
     started = time.perf_counter()
     for batch in batches:
-        step(check_rows(_image_rows(batch), settings, jpeg_device=device).images, device)
+        step(check_rows(actor_rows(batch), settings, jpeg_device=device).images, device)
     synchronise(device)
     rate = len(images) / (time.perf_counter() - started)
 
@@ -115,7 +115,7 @@ def decode_tensor(
     checked = decoded = resized = 0.0
     timed = batches[:4]
     for batch in timed:
-        rows = _image_rows(batch)
+        rows = actor_rows(batch)
         clock = time.perf_counter()
         checks = check_rows(rows, settings, jpeg_device=device)
         synchronise(device)

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipeline.config import ImagesConfig, ModelConfig
 from pipeline.images.decode import Decoded, decode_image, over_limit
 from pipeline.images.encoded import ImageBytes, jpeg_frame
-from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+from pipeline.images.tensor import TensorPreprocess, decode_jpegs, orient
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
 from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_column
@@ -66,7 +66,7 @@ def check_rows(
     caption_error = table[CAPTION_ERROR].to_pylist()
     data = ImageBytes(table[IMAGE])
     results: dict[int, Decoded] = {}
-    jpegs: list[int] = []
+    jpegs: dict[int, int] = {}  # row: its EXIF orientation
     with_pil: list[int] = []
     for row in range(len(data)):
         if not upstream_ok[row]:
@@ -78,14 +78,14 @@ def check_rows(
         elif failure := over_limit(frame.width, frame.height, max_pixels=images.max_pixels):
             results[row] = failure
         else:
-            jpegs.append(row)
+            jpegs[row] = frame.orientation
     if jpegs:
         decoded = decode_jpegs([data.tensor(r) for r in jpegs], jpeg_device)  # type: ignore[arg-type]
-        for row, tensor in zip(jpegs, decoded, strict=True):
+        for (row, orientation), tensor in zip(jpegs.items(), decoded, strict=True):
             if tensor is None:
                 with_pil.append(row)
             else:
-                results[row] = Decoded(tensor, RowStatus.OK)  # type: ignore[arg-type]
+                results[row] = Decoded(orient(tensor, orientation), RowStatus.OK)  # type: ignore[arg-type]
 
     def decode(row: int) -> Decoded:
         return decode_image(data.bytes(row), max_pixels=images.max_pixels)

@@ -6,10 +6,10 @@ import io
 
 import pyarrow as pa
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.images.encoded import ImageBytes, jpeg_frame
-from tests.builders import encode, jpeg, photo
+from tests.builders import encode, jpeg, photo, segment, with_exif
 
 
 def pil_size(data: bytes) -> tuple[int, int]:
@@ -46,12 +46,12 @@ def test_jpeg_frame_reads_size_and_components_as_pil_does(data):
     assert frame.complete
 
 
-def test_a_cut_off_jpeg_reads_as_incomplete_so_pil_judges_it():
+def test_a_cut_off_jpeg_is_never_read_as_complete_so_pil_judges_it():
     whole = jpeg(1, (300, 300))
-    for cut in (whole[:500], whole[:-2], whole[:400] + bytes(range(64))):
+    for cut in (whole[:-2], whole[:-200], whole[:400] + bytes(range(64))):
         frame = jpeg_frame(cut)
-        assert (frame.width, frame.height) == (300, 300)
-        assert not frame.complete
+        assert frame is None or not frame.complete
+    assert not jpeg_frame(whole[:-2]).complete
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,35 @@ def test_a_sliced_column_starts_at_its_own_first_row():
     data = ImageBytes(column)
     assert [data.bytes(row) for row in range(len(data))] == [b"one", None, b"three"]
     assert bytes(data.tensor(2).numpy()) == b"three"
+
+
+def pil_orientation_size(data: bytes) -> tuple[int, int]:
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_read_as_pil_reads_it(orientation, order):
+    data = with_exif(jpeg(3, (40, 20)), orientation, order)
+    frame = jpeg_frame(data)
+    assert frame.orientation == orientation
+    turned = (20, 40) if orientation >= 5 else (40, 20)
+    assert pil_orientation_size(data) == turned
+
+
+def test_xmp_orientation_counts_where_exif_has_none():
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    data = encode(photo(4, (40, 20)), "JPEG", xmp=xmp)
+    assert jpeg_frame(data).orientation == 6
+    assert pil_orientation_size(data) == (20, 40)
+    both = with_exif(data, 3)
+    assert jpeg_frame(both).orientation == 3
+    assert pil_orientation_size(both) == (40, 20)
+
+
+def test_exif_this_cannot_read_plainly_is_left_to_pil():
+    base = jpeg(5, (40, 20))
+    garbled = base[:2] + segment(b"\xff\xe1", b"Exif\x00\x00" + b"XX" + bytes(20)) + base[2:]
+    assert jpeg_frame(garbled) is None
+    twice = with_exif(with_exif(base, 6), 3)  # PIL joins a second EXIF block onto the first
+    assert jpeg_frame(twice) is None

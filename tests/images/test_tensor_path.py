@@ -11,11 +11,14 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.config import parse_config
+from pipeline.config import ImagesConfig, parse_config
+from pipeline.images.decode import decode_image
 from pipeline.images.tensor import STACK_CHUNK, TensorPreprocess, decode_jpegs
+from pipeline.scoring.decode_rates import actor_rows
 from pipeline.scoring.local import score_table, scorer_for
+from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows
-from tests.builders import bomb_png, encode, jpeg, photo, row
+from tests.builders import bomb_png, encode, jpeg, photo, row, with_exif
 
 CHECKPOINT = (
     Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
@@ -132,3 +135,27 @@ def test_one_bad_jpeg_costs_a_few_batched_calls_not_one_per_image(monkeypatch):
     assert [row for row, image in enumerate(decoded) if image is None] == [37]
     assert all(image.shape == (3, 24, 32) for image in decoded if image is not None)
     assert len(calls) <= 2 * 6 + 1  # two halves per level down to the bad one
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_decode_turns_images_by_their_orientation_as_pil_does(device):
+    """nvJPEG ignores EXIF orientation; a phone photo must still be scored upright."""
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    images = [with_exif(jpeg(seed, (48, 32)), seed) for seed in range(1, 9)]
+    images.append(encode(photo(9, (48, 32)), "JPEG", xmp=xmp))
+    checks = check_rows(actor_rows(images), ImagesConfig(decode="tensor"), jpeg_device=device)
+    assert checks.status == ["ok"] * len(images)
+    for data, tensor in zip(images, checks.images, strict=True):
+        assert isinstance(tensor, torch.Tensor)  # the batched decoder's, not PIL's
+        reference = np.asarray(decode_image(data, max_pixels=10**6).image)
+        ours = tensor.permute(1, 2, 0).cpu().numpy()
+        assert ours.shape == reference.shape
+        assert np.abs(ours.astype(int) - reference).mean() < 3
