@@ -23,6 +23,12 @@ from tests.builders import bomb_png, encode, jpeg, photo, row, with_exif
 CHECKPOINT = (
     Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
 )
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+    ),
+]
 
 
 def rows() -> pa.Table:
@@ -52,7 +58,9 @@ def scores(decode: str, device: str) -> tuple[np.ndarray, list[str]]:
     return values, out["_winnow_status"].to_pylist()
 
 
-def compare(device: str) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_path_scores_like_pil_within_a_hundredth(device):
+    """nvJPEG on a GPU, libjpeg on the CPU: the same statuses and scores as PIL."""
     pil, pil_status = scores("pil", "cpu")
     tensor, tensor_status = scores("tensor", device)
     assert tensor_status == pil_status
@@ -61,17 +69,6 @@ def compare(device: str) -> None:
     worst, mean = difference.max(), difference.mean()
     print(f"tensor vs PIL path on {device}: max |score diff| {worst:.5f}, mean {mean:.5f}")
     assert difference.max() < 0.01
-
-
-def test_tensor_path_on_cpu_matches_pil_within_a_hundredth():
-    compare("cpu")
-
-
-@pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a GPU: nvJPEG decode on the device"
-)
-def test_nvjpeg_path_on_gpu_matches_pil_within_a_hundredth():
-    compare("cuda")
 
 
 def torchvision_preprocess(images: list[torch.Tensor], step: TensorPreprocess) -> torch.Tensor:
@@ -90,16 +87,7 @@ def torchvision_preprocess(images: list[torch.Tensor], step: TensorPreprocess) -
     return (batch - mean) / std
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [(224, 224), (224, 320), (320, 224)])
 def test_tensor_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
     """Landscape, portrait, already the size, smaller than the crop (padded), tiny; in a
@@ -135,14 +123,6 @@ def test_one_bad_jpeg_costs_a_few_batched_calls_not_one_per_image(monkeypatch):
     assert [row for row, image in enumerate(decoded) if image is None] == [37]
     assert all(image.shape == (3, 24, 32) for image in decoded if image is not None)
     assert len(calls) <= 2 * 6 + 1  # two halves per level down to the bad one
-
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-    ),
-]
 
 
 @pytest.mark.parametrize("device", DEVICES)
