@@ -74,21 +74,25 @@ class TensorPreprocess:
         launches each kernel from Python, so per-image kernels are what it pays for.
         """
         import torch
-        from torchvision.transforms.v2.functional import pil_to_tensor
 
         height, width = self.size
         target = torch.device(device)
         batch = torch.empty((len(images), 3, height, width), device=target)
         for start in range(0, len(images), STACK_CHUNK):
-            crops = [
-                self.crop(image.to(target) if isinstance(image, torch.Tensor) else
-                          pil_to_tensor(image).to(target))
-                for image in images[start : start + STACK_CHUNK]
-            ]  # fmt: skip
+            chunk = images[start : start + STACK_CHUNK]
+            crops = [self.crop(as_tensor(image).to(target)) for image in chunk]
             torch.stack(crops, out=batch[start : start + len(crops)])
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
+
+
+def as_tensor(image: Any) -> Any:
+    """A uint8 CHW tensor as it is, or an RGB PIL image as one."""
+    import torch
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    return image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
 
 
 def orient(image: Any, orientation: int) -> Any:
