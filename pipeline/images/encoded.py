@@ -39,7 +39,7 @@ class JpegFrame:
     # error (the missing part comes out grey), where PIL refuses it.
     complete: bool
     # The EXIF Orientation tag (1: as stored). nvJPEG ignores it; PIL applies it.
-    orientation: int = 1
+    orientation: int
 
 
 def exif_orientation(tiff: bytes | memoryview) -> int | None:

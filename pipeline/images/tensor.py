@@ -90,9 +90,12 @@ class TensorPreprocess:
 def as_tensor(image: Any) -> Any:
     """A uint8 CHW tensor as it is, or an RGB PIL image as one."""
     import torch
+
+    if isinstance(image, torch.Tensor):
+        return image
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    return image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
+    return pil_to_tensor(image)
 
 
 def orient(image: Any, orientation: int) -> Any:
