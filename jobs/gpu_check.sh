@@ -59,10 +59,12 @@ tests() {  # seconds files...
   timeout "$seconds" python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tail -25
 }
 
-bench b32 ViT-B-32 1024 240
+# The CUDA tests first: short, and a failure there explains a failing bench.
+tests 90 tests/images/test_resize.py tests/images/test_tensor_path.py \
+  tests/scoring/test_in_flight.py
+bench b32 ViT-B-32 1024 220
 # Two actors sharing the GPU: two processes for the per-image host work that bounds
 # one actor (H200, 2026-11-28: 4,285 pairs/s streaming, the tensor path's own rate).
-bench b32-2actors ViT-B-32 1024 150 --actors 2
-bench l14 ViT-L-14 512 180
-tests 120 tests/images/test_tensor_path.py tests/scoring/test_in_flight.py
+bench b32-2actors ViT-B-32 1024 120 --actors 2
+bench l14 ViT-L-14 512 160
 step done

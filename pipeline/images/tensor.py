@@ -3,8 +3,10 @@
 On a GPU actor, JPEG bytes are decoded in batches by nvJPEG
 (`torchvision.io.decode_jpeg(device="cuda")`) and resized, cropped and
 normalised there, following the model's own preprocess config (shorter side to
-the model's size, bicubic with antialias, centre crop, mean/std), with the
-values torchvision's Resize + CenterCrop give. Bytes that are not JPEG, or
+the model's size, bicubic with antialias, centre crop, mean/std): a chunk of
+images at a time as matrix products rounded between their passes as PIL rounds
+(`resize`); on the CPU, image by image with torch's uint8 kernel, which is
+PIL's math. Bytes that are not JPEG, or
 that nvJPEG refuses, go the PIL way row by row, which also gives them their
 status. Scores stay within 0.01 of the PIL path; the tests check that on the
 CPU, and on a GPU where there is one.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.images.resize import crop_geometry, resize_crop, size_chunks
 
 # Resized images stacked into the batch at once.
 STACK_CHUNK = 64
@@ -43,48 +47,62 @@ class TensorPreprocess:
 
         torchvision's Resize(shorter side) + CenterCrop geometry, with torch's own
         kernel called directly: torchvision's wrapper costs more than the kernel
-        launch, and a GPU actor pays it for every image. The result is unrounded on
-        a GPU (CUDA has no uint8 bicubic); the caller rounds the whole batch at once.
+        launch. The result is unrounded on a GPU (CUDA has no uint8 bicubic); the
+        caller rounds the whole batch at once.
         """
         from torch.nn.functional import interpolate
         from torchvision.transforms.v2.functional import center_crop_image
 
         height, width = self.size
-        old_height, old_width = image.shape[-2:]
-        short, long = sorted((old_height, old_width))
-        new_short, new_long = min(height, width), int(min(height, width) * long / short)
-        new_size = (new_long, new_short) if old_width <= old_height else (new_short, new_long)
-        if new_size != (old_height, old_width):
+        new_size, (top, left) = crop_geometry(*image.shape[-2:], self.size)
+        if new_size != tuple(image.shape[-2:]):
             pixels = image if image.device.type == "cpu" else image.float()
             image = interpolate(
                 pixels[None], size=new_size, mode="bicubic", align_corners=False, antialias=True
             )[0]
-        new_height, new_width = new_size
-        if new_height < height or new_width < width:
+        if new_size[0] < height or new_size[1] < width:
             return center_crop_image(image, [height, width])
-        top, left = round((new_height - height) / 2), round((new_width - width) / 2)
         return image[:, top : top + height, left : left + width]
 
-    def __call__(self, images: list[Any], device: str) -> Any:
+    def __call__(self, images: list[Any], device: str, *, batched: bool | None = None) -> Any:
         """uint8 CHW tensors (or RGB PIL images) to one normalised float NCHW batch on `device`.
 
-        Resize and crop go image by image, stacked into the batch a chunk at a time
-        (one copy per chunk, not per image; a chunk bounds the resized images held);
-        rounding, clamping and normalisation run once on the whole batch. A GPU actor
-        launches each kernel from Python, so per-image kernels are what it pays for.
+        On a GPU (or with `batched`), a chunk of images of similar sizes is resized
+        and cropped at once (`resize_crop`), so the kernels launched do not grow with
+        the images; on the CPU, image by image with torch's uint8 kernel, which is
+        exact and cheaper than a chunk's padded matrix products there. Either way a
+        chunk bounds the memory held, and rounding, clamping and normalisation run
+        once on the whole batch.
         """
         import torch
 
         height, width = self.size
         target = torch.device(device)
+        batched = target.type == "cuda" if batched is None else batched
         batch = torch.empty((len(images), 3, height, width), device=target)
-        for start in range(0, len(images), STACK_CHUNK):
-            chunk = images[start : start + STACK_CHUNK]
-            crops = [self.crop(as_tensor(image).to(target)) for image in chunk]
-            torch.stack(crops, out=batch[start : start + len(crops)])
+        if batched:
+            groups = size_chunks([_shape(image) for image in images], most=STACK_CHUNK)
+        else:
+            groups = [
+                range(s, min(s + STACK_CHUNK, len(images)))
+                for s in range(0, len(images), STACK_CHUNK)
+            ]
+        for rows in groups:
+            chunk = [as_tensor(images[row]).to(target) for row in rows]
+            if batched:
+                index = torch.tensor(rows, device=target)
+                batch.index_copy_(0, index, resize_crop(chunk, self.size))
+            else:
+                crops = [self.crop(image) for image in chunk]
+                torch.stack(crops, out=batch[rows[0] : rows[0] + len(rows)])
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
+
+
+def _shape(image: Any) -> tuple[int, int]:
+    """(height, width) of a CHW tensor or a PIL image."""
+    return tuple(image.shape[-2:]) if hasattr(image, "shape") else image.size[::-1]
 
 
 def as_tensor(image: Any) -> Any:

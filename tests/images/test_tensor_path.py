@@ -19,16 +19,11 @@ from pipeline.scoring.local import score_table, scorer_for
 from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import bomb_png, encode, jpeg, photo, row, with_exif
+from tests.images.devices import DEVICES
 
 CHECKPOINT = (
     Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
 )
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-    ),
-]
 
 
 def rows() -> pa.Table:
@@ -71,38 +66,75 @@ def test_tensor_path_scores_like_pil_within_a_hundredth(device):
     assert difference.max() < 0.01
 
 
-def torchvision_preprocess(images: list[torch.Tensor], step: TensorPreprocess) -> torch.Tensor:
-    """The reference: torchvision's Resize(shorter side) + CenterCrop on uint8, then normalise."""
+def torchvision_preprocess(
+    images: list[torch.Tensor], step: TensorPreprocess, *, exact_uint8: bool
+) -> torch.Tensor:
+    """The reference: torchvision's Resize(shorter side) + CenterCrop, then normalise.
+
+    On uint8 images as given (the CPU's uint8 kernel, which rounds between its two
+    passes), or with `exact_uint8` off on float ones, rounded once at the end: what
+    torchvision does on a GPU, which has no uint8 kernel.
+    """
     height, width = step.size
     crops = [
         F.center_crop(
-            F.resize(image, [min(height, width)], InterpolationMode.BICUBIC, antialias=True),
+            F.resize(
+                image if exact_uint8 else image.float(),
+                [min(height, width)],
+                InterpolationMode.BICUBIC,
+                antialias=True,
+            ),
             [height, width],
         )
         for image in images
     ]
-    batch = torch.stack(crops).float() / 255
+    batch = torch.stack(crops).float().clamp(0, 255).round() / 255
     mean = torch.tensor(step.mean, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(step.std, device=batch.device).view(1, 3, 1, 1)
     return (batch - mean) / std
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", [(224, 224), (224, 320), (320, 224)])
-def test_tensor_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
-    """Landscape, portrait, already the size, smaller than the crop (padded), tiny; in a
-    batch longer than the chunks it is stacked in."""
+def random_images(device: str) -> list[torch.Tensor]:
+    """Landscape, portrait, already the size, smaller than the crop (padded), tiny: more
+    of them than a chunk holds."""
     generator = torch.Generator().manual_seed(0)
     shapes = [(300, 400), (224, 224), (100, 150), (1024, 700), (225, 224), (401, 299), (3, 5)]
     shapes = shapes * (STACK_CHUNK // len(shapes) + 2)
-    images = [
+    return [
         torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator).to(device)
         for h, w in shapes
     ]
+
+
+SIZES = [(224, 224), (224, 320), (320, 224)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", SIZES)
+def test_image_by_image_preprocess_is_torchvisions_resize_and_centre_crop(device, size):
+    """Exactly torchvision's values: uint8 math on the CPU, float math on a GPU."""
+    images = random_images(device)
     step = TensorPreprocess(size=size, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
-    ours = step(images, device)
-    assert ours.shape == (len(shapes), 3, *size)
-    torch.testing.assert_close(ours, torchvision_preprocess(images, step), atol=1e-5, rtol=0)
+    ours = step(images, device, batched=False)
+    assert ours.shape == (len(images), 3, *size)
+    reference = torchvision_preprocess(images, step, exact_uint8=device == "cpu")
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", SIZES)
+def test_chunked_preprocess_is_the_uint8_resize_within_a_rounding(device, size):
+    """The chunk-at-once matrix form, rounded between its passes, gives the values of
+    torch's uint8 kernel (PIL's math), in input order: its fixed-point weights make a
+    grey level or two of difference at a few pixels."""
+    images = random_images(device)
+    step = TensorPreprocess(size=size, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+    ours = step(images, device, batched=True)
+    reference = torchvision_preprocess([i.cpu() for i in images], step, exact_uint8=True)
+    std = torch.tensor(step.std).view(1, 3, 1, 1)
+    levels = ((ours.cpu() - reference) * std * 255).abs()
+    assert levels.max() < 2.001
+    assert (levels > 0.5).float().mean() < 0.01
 
 
 def test_one_bad_jpeg_costs_a_few_batched_calls_not_one_per_image(monkeypatch):

@@ -1,0 +1,57 @@
+"""Resize + centre crop of a chunk of images at once, as a GPU actor runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from pipeline.images.resize import resize_crop, size_chunks
+from tests.images.devices import DEVICES
+
+
+def two_passes(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torch's antialiased bicubic resize across, rounded to 8 bits, then down; cropped."""
+    resized = F.resize(image.float(), [min(size)], InterpolationMode.BICUBIC, antialias=True)
+    height, (new_height, new_width) = image.shape[-2], resized.shape[-2:]
+    across = F.resize(image.float(), [height, new_width], InterpolationMode.BICUBIC, antialias=True)
+    across = across.clamp(0, 255).round()
+    down = F.resize(across, [new_height, new_width], InterpolationMode.BICUBIC, antialias=True)
+    return F.center_crop(down, list(size))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resize_crop_is_two_bicubic_passes_rounded_between(device):
+    """Shrinking, enlarging, the size already, and crops wider than the resized image
+    (padded by an odd and an even number of columns). Where an intermediate value lies
+    within float error of a half, the two round it apart: a few pixels differ."""
+    generator = torch.Generator().manual_seed(1)
+    shapes = [(300, 400), (64, 48), (10, 13), (48, 48), (47, 48), (200, 57)]
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator).to(device)
+        for h, w in shapes
+    ]
+    for size in [(48, 48), (48, 61), (48, 62), (70, 48)]:
+        reference = torch.stack([two_passes(image, size) for image in images])
+        difference = (resize_crop(images, size) - reference).abs()
+        assert difference.max() < 1
+        assert (difference > 0.01).float().mean() < 1e-3
+
+
+def test_chunks_group_similar_sizes_and_bound_the_padded_pixels():
+    """Every image once; a chunk of large images holds fewer of them; an image larger
+    than the budget still gets a chunk of its own."""
+    shapes = [(224, 224), (1024, 700), (300, 400), (4000, 3000), (256, 256), (1000, 1024)] * 20
+    chunks = size_chunks(shapes, most=16, pixels=8 * 1024 * 1024)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(shapes)))
+    for chunk in chunks:
+        tall = max(shapes[i][0] for i in chunk)
+        wide = max(shapes[i][1] for i in chunk)
+        assert len(chunk) <= 16
+        assert len(chunk) == 1 or tall * wide * len(chunk) <= 8 * 1024 * 1024
+    longest = [max(max(shapes[i]) for i in chunk) for chunk in chunks]
+    assert longest == sorted(longest)
+    largest = [chunk for chunk, side in zip(chunks, longest, strict=True) if side == 4000]
+    assert [len(chunk) for chunk in largest] == [1] * 20
+    assert len(chunks[0]) == 16  # the small ones fill a chunk
