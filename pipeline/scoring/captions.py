@@ -6,8 +6,8 @@ parallel tasks, and only token ids (a few hundred bytes a row) reach the actor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,7 @@ import pyarrow as pa
 from pipeline.config import ModelConfig
 from pipeline.io.reader import CAPTION
 from pipeline.models.loader import get_tokenizer, tokenizer_name
+from pipeline.models.tokenizer import plain_clip_bpe
 from pipeline.status import RowStatus
 
 CAPTION_STATUS = "_winnow_caption_status"
@@ -41,12 +42,17 @@ def check_caption(data: bytes | None) -> tuple[str, RowStatus, str | None]:
 
 
 @cache
-def _tokenizer(name: str) -> Any:
-    return get_tokenizer(name)
+def _tokenizer(name: str) -> Callable[[list[str]], np.ndarray]:
+    """CLIP's own BPE without torch where open_clip would use it; else open_clip's."""
+    plain = plain_clip_bpe(name)
+    if plain is not None:
+        return plain
+    tokenizer = get_tokenizer(name)
+    return lambda texts: tokenizer(texts).numpy().astype(np.int32)
 
 
 def tokenize(texts: list[str], model_name: str) -> np.ndarray:
-    return _tokenizer(model_name)(texts).numpy().astype(np.int32)
+    return _tokenizer(model_name)(texts)
 
 
 def tokenize_stage(table: pa.Table, *, models: list[ModelConfig]) -> pa.Table:
