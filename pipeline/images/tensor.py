@@ -19,7 +19,8 @@ from typing import Any
 
 from pipeline.images.resize import crop_geometry, resize_crop, size_chunks
 
-# Resized images stacked into the batch at once.
+# Images resized and cropped (and stacked into the batch) at once: a chunk bounds the
+# memory they hold.
 STACK_CHUNK = 64
 
 

@@ -20,10 +20,14 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 REQUIRED = ("embed_dim", "vision_cfg", "text_cfg")
 
 
-def _config_dirs() -> list[Path]:
+def open_clip_folders() -> list[Path]:
+    """Where the installed open_clip package lies, found without importing it."""
     spec = importlib.util.find_spec("open_clip")
-    locations = (spec.submodule_search_locations or []) if spec else []
-    return [*(Path(p) / "model_configs" for p in locations), CONFIG_DIR]
+    return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+
+
+def _config_dirs() -> list[Path]:
+    return [*(folder / "model_configs" for folder in open_clip_folders()), CONFIG_DIR]
 
 
 @cache

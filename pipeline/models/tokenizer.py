@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import gzip
 import html
-import importlib.util
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.models.architectures import architecture
+from pipeline.models.architectures import architecture, open_clip_folders
 
 VOCABULARY = "bpe_simple_vocab_16e6.txt.gz"
 SPECIAL = ("<start_of_text>", "<end_of_text>")
@@ -28,6 +27,9 @@ SPECIAL = ("<start_of_text>", "<end_of_text>")
 MERGES = 49152 - 256 - 2
 WORD_END = "</w>"
 DEFAULT_CONTEXT = 77
+# Words whose ids are remembered: web captions bring new words for ever, and a
+# reader process lives for the whole job.
+CACHED_WORDS = 100_000
 
 
 def _byte_symbols() -> dict[int, str]:
@@ -44,7 +46,9 @@ def _byte_symbols() -> dict[int, str]:
 class ClipBpe:
     """Token ids for a list of captions, as open_clip's SimpleTokenizer gives them."""
 
-    def __init__(self, vocabulary: Path, *, context_length: int) -> None:
+    def __init__(
+        self, vocabulary: Path, *, context_length: int, cached_words: int = CACHED_WORDS
+    ) -> None:
         import regex
 
         with gzip.open(vocabulary, "rt", encoding="utf-8") as file:
@@ -58,7 +62,8 @@ class ClipBpe:
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.start, self.end = self.ids[SPECIAL[0]], self.ids[SPECIAL[1]]
         self.context_length = context_length
-        self.words: dict[str, list[int]] = {token: [self.ids[token]] for token in SPECIAL}
+        self.cached_words = cached_words
+        self.words: dict[str, list[int]] = {}
         self.pattern = regex.compile(
             "|".join(SPECIAL) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
@@ -80,7 +85,12 @@ class ClipBpe:
         ids: list[int] = []
         for word in self.pattern.findall(clean(text)):
             symbols = "".join(self.byte_symbols[b] for b in word.encode("utf-8"))
+            if symbols in SPECIAL:
+                ids.append(self.ids[symbols])
+                continue
             if symbols not in self.words:
+                if len(self.words) >= self.cached_words:
+                    self.words.clear()
                 self.words[symbols] = [self.ids[token] for token in self.merge(symbols)]
             ids += self.words[symbols]
         return ids
@@ -114,12 +124,10 @@ def clean(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _vocabulary() -> Path | None:
-    spec = importlib.util.find_spec("open_clip")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(folder) / VOCABULARY).is_file():
-            return Path(folder) / VOCABULARY
-    return None
+def vocabulary_file() -> Path | None:
+    """open_clip's BPE vocabulary, found without importing open_clip."""
+    found = [folder / VOCABULARY for folder in open_clip_folders()]
+    return next((path for path in found if path.is_file()), None)
 
 
 @cache
@@ -127,7 +135,7 @@ def plain_clip_bpe(name: str) -> ClipBpe | None:
     """The tokenizer for an open_clip model name whose tokenizer is the plain CLIP one,
     or None where open_clip would choose another (or this cannot tell without it)."""
     config = architecture(name)
-    vocabulary = _vocabulary()
+    vocabulary = vocabulary_file()
     if config is None or vocabulary is None or "siglip" in name.lower():
         return None
     text = config.get("text_cfg", {})

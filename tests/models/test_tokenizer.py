@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.models.loader import open_clip
-from pipeline.models.tokenizer import plain_clip_bpe
+from pipeline.models.tokenizer import ClipBpe, plain_clip_bpe, vocabulary_file
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import TINY
 
@@ -40,6 +40,15 @@ def test_same_ids_as_open_clips_tokenizer(name):
     reference = open_clip().get_tokenizer(name)(captions).numpy()
     assert ours(captions).dtype == np.int32
     np.testing.assert_array_equal(ours(captions), reference)
+
+
+def test_remembered_words_stay_bounded_and_change_no_ids():
+    """A reader lives for the whole job and web captions bring new words for ever."""
+    unbounded = plain_clip_bpe("ViT-B-32")
+    bounded = ClipBpe(vocabulary_file(), context_length=77, cached_words=50)
+    captions = [f"word{n}x item{n * 7}y <end_of_text>" for n in range(400)]
+    np.testing.assert_array_equal(bounded(captions), unbounded(captions))
+    assert len(bounded.words) <= 50
 
 
 def test_other_tokenizers_are_left_to_open_clip():
