@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check in one prepared run: `winnow bench` for ViT-B-32 and ViT-L-14 and
-# the CUDA tests, each table printed and its JSON written to $OUT.
+# The GPU check in one prepared run: the CUDA tests, then `winnow bench` for ViT-B-32
+# (its job's actor sampled by py-spy), ViT-B-32 on two actors and ViT-L-14, each
+# table printed and its JSON written to $OUT.
 #
 # Made for the project's lent H100/H200 machine (Python 3.12, its own torch and
 # torchvision, no network). Prepare the wheels it lacks here first, pinned to
 # the versions this checkout's .venv runs:
 #
-#   bash ../shared/gpu/prepare-wheels.sh $(.venv/bin/pip freeze | grep -iE \
+#   bash ../shared/gpu/prepare-wheels.sh py-spy==0.4.3 $(.venv/bin/pip freeze | grep -iE \
 #     '^(pydantic|pydantic[-_]core|annotated-types|typing-inspection|regex|pytest|pluggy|iniconfig)==')
 #
-# then run `bash jobs/gpu_check.sh` there with .whl/ carried along. The steps run
-# most telling first, each under its own timeout, and everything is logged under
+# then run `bash jobs/gpu_check.sh` there with .whl/ carried along (py-spy is
+# optional: without it the actor is not sampled). The steps run most telling first, each under its own timeout, and everything is logged under
 # $OUT as it happens, so a run cut short still returns what it measured.
 # PAIRS / IN_FLIGHT size the runs. On the H200 of 2026-11-28 the B/32 step took
 # 225 s (data generation 73 s of it); the whole script is meant to fit one 600 s call.
@@ -38,6 +39,19 @@ nvidia-smi dmon -s uc -o T >"$OUT/dmon.txt" 2>&1 &
 
 step() { echo "== $(date +%T) $*"; }
 
+# Samples the first job actor (py-spy, 100 Hz, for 60 s from its start: start-up and
+# the stream) into $OUT/actor-stacks.txt; its summary goes to the log after the step.
+profile_actor() {
+  command -v py-spy >/dev/null || { echo "no py-spy: the actor is not sampled"; return; }
+  local pid=""
+  until [ -n "$pid" ] || [ -e /tmp/bench-done ]; do
+    pid=$(pgrep -f 'MapBatches\(ClipScorer' | head -1)
+    sleep 0.5
+  done
+  [ -n "$pid" ] && py-spy record --pid "$pid" --duration 60 --rate 100 --nonblocking \
+    --threads --function --format raw -o "$OUT/actor-stacks.txt" >"$OUT/py-spy.log" 2>&1
+}
+
 bench() {  # name model batch seconds [extra args]: its JSON kept as $OUT/bench-NAME.json
   local name=$1 model=$2 batch=$3 seconds=$4
   shift 4
@@ -62,7 +76,14 @@ tests() {  # seconds files...
 # The CUDA tests first: short, and a failure there explains a failing bench.
 tests 90 tests/images/test_resize.py tests/images/test_tensor_path.py \
   tests/scoring/test_in_flight.py
+rm -f /tmp/bench-done
+profile_actor &
+profiler=$!
 bench b32 ViT-B-32 1024 220
+touch /tmp/bench-done  # a profiler still waiting for an actor stops
+wait "$profiler"
+[ -s "$OUT/actor-stacks.txt" ] && python3 -m jobs.stack_summary "$OUT/actor-stacks.txt" \
+  || tail -5 "$OUT/py-spy.log" 2>/dev/null
 # Two actors sharing the GPU: two processes for the per-image host work that bounds
 # one actor (H200, 2026-11-28: 4,285 pairs/s streaming, the tensor path's own rate).
 bench b32-2actors ViT-B-32 1024 120 --actors 2
