@@ -11,8 +11,9 @@
 #     '^(pydantic|pydantic[-_]core|annotated-types|typing-inspection|regex|pytest|pluggy|iniconfig)==')
 #
 # then run `bash jobs/gpu_check.sh` there with .whl/ carried along (py-spy is
-# optional: without it the actor is not sampled). The steps run most telling first, each under its own timeout, and everything is logged under
-# $OUT as it happens, so a run cut short still returns what it measured.
+# optional: without it the actor is not sampled). The steps run most telling
+# first, each under its own timeout, and everything is logged under $OUT as it
+# happens, so a run cut short still returns what it measured.
 # PAIRS / IN_FLIGHT size the runs. On the H200 of 2026-11-28 the B/32 step took
 # 225 s (data generation 73 s of it); the whole script is meant to fit one 600 s call.
 set -uo pipefail
