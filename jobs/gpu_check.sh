@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one prepared run: the CUDA tests, then `winnow bench` for ViT-B-32
-# (its job's actor sampled by py-spy), ViT-B-32 on two actors and ViT-L-14, each
+# (its job's actor sampled by py-spy), ViT-L-14 and ViT-B-32 on two actors, each
 # table printed and its JSON written to $OUT.
 #
 # Made for the project's lent H100/H200 machine (Python 3.12, its own torch and
@@ -85,8 +85,8 @@ touch /tmp/bench-done  # a profiler still waiting for an actor stops
 wait "$profiler"
 [ -s "$OUT/actor-stacks.txt" ] && python3 -m jobs.stack_summary "$OUT/actor-stacks.txt" \
   || tail -5 "$OUT/py-spy.log" 2>/dev/null
+bench l14 ViT-L-14 512 160
 # Two actors sharing the GPU: two processes for the per-image host work that bounds
 # one actor (H200, 2026-11-28: 4,285 pairs/s streaming, the tensor path's own rate).
 bench b32-2actors ViT-B-32 1024 120 --actors 2
-bench l14 ViT-L-14 512 160
 step done
