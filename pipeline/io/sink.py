@@ -67,6 +67,13 @@ class ShardSink:
             )
             return
         self.committed.append(record)
+        log.info(
+            "committed shard %s: %d rows (%d of %d shards)",
+            self.shards[index].name,
+            record["rows"],
+            len(self.committed),
+            len(self.shards),
+        )
 
     def commit_ready(self) -> None:
         """Commit shards that are already complete (those with no rows at all)."""

@@ -152,7 +152,9 @@ def test_bad_input_zoo_gets_statuses_and_leaves_good_rows_alone(tmp_path, tiny_c
     assert stats["status_counts"]["ok"] == statuses.count("ok")
 
 
-def test_failed_and_empty_shards_are_reported_while_others_complete(tmp_path, tiny_checkpoint):
+def test_failed_and_empty_shards_are_reported_while_others_complete(
+    tmp_path, tiny_checkpoint, caplog
+):
     write_dataset(tmp_path / "in", shards=2, rows=6)
     write_shard(tmp_path / "in" / "empty.parquet", [])
     good = (tmp_path / "in" / "00000.parquet").read_bytes()
@@ -161,9 +163,14 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(tmp_path, ti
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(no_caption), tmp_path / "in" / "nocaption.parquet")
-    result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
+    with caplog.at_level("INFO", logger="pipeline.io.sink"):
+        result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
     failed = {f["shard"]: f["error"] for f in result.failed}
     assert set(failed) == {"truncated", "nocaption"}
+    # Progress on a long run: a line per committed shard.
+    assert "committed shard empty: 0 rows (1 of 3 shards)" in caplog.text
+    assert "committed shard 00000: 6 rows" in caplog.text
+    assert "(3 of 3 shards)" in caplog.text
     assert "unreadable Parquet" in failed["truncated"]
     assert "missing column(s) caption" in failed["nocaption"]
     out = tmp_path / "out" / "scored"
