@@ -30,6 +30,10 @@ STATUS = "_winnow_status"
 ERROR = "_winnow_error"
 # Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
 NVJPEG_COMPONENTS = (1, 3)
+# Threads a GPU actor decodes its PIL rows on (not JPEG, CMYK, cut off; every row with
+# `images.decode: pil`): PIL works without the GIL, and one thread would do them one by
+# one while the GPU waits. Ray gives the actor one CPU, whose torch threads say 1.
+GPU_PIL_THREADS = 4
 
 
 @dataclass(kw_only=True)
@@ -142,7 +146,7 @@ class ClipScorer:
     next batch gets ready while this one is in the model; the towers run one
     batch at a time, which keeps device memory bounded by the batch size. A
     CPU actor gets one batch at a time (see `plan_actors`) and decodes its
-    images on all of its threads.
+    images on all of its threads; a GPU actor its PIL rows on `GPU_PIL_THREADS`.
     """
 
     def __init__(
@@ -174,7 +178,9 @@ class ClipScorer:
         self.model_lock = threading.Lock()
         self.mapper: Mapper = map
         workers = threads or torch.get_num_threads()
-        if not device.startswith("cuda") and workers > 1:
+        if device.startswith("cuda"):
+            workers = GPU_PIL_THREADS
+        if workers > 1:
             self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
     def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
