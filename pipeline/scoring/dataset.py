@@ -41,8 +41,7 @@ class ActorPlan:
     # Blocks Ray hands each actor at once, no more: a block queued in one actor would wait
     # there while another idles. On a CPU one: decoding and towers share the cores.
     calls_per_actor: int
-    # Concurrent read + tokenize tasks. Each task process imports the tokenizer
-    # (seconds of CPU) before its first row.
+    # Concurrent read + tokenize tasks, each its own process (see READERS_PER_GPU).
     read_tasks: int
 
     def describe(self) -> str:

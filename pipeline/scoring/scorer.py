@@ -163,23 +163,20 @@ class ClipScorer:
         if threads:
             torch.set_num_threads(threads)
         self.device = device
+        on_gpu = device.startswith("cuda")
         self.images = ImagesConfig(**images)
         self.embedding_dtype = embedding_dtype
         self.configs = [ModelConfig(**m) for m in models]
         self.models: list[LoadedModel] = [load_model(c, device=device) for c in self.configs]
         tensor_steps = [TensorPreprocess.of(m.model) for m in self.models]
-        wanted = self.images.decode == "tensor" or (
-            self.images.decode == "auto" and device.startswith("cuda")
-        )
+        wanted = self.images.decode == "tensor" or (self.images.decode == "auto" and on_gpu)
         usable = wanted and all(step is not None for step in tensor_steps)
         self.tensor_steps = tensor_steps if usable else [None] * len(self.models)
         self.jpeg_device = device if usable else None
-        self.pin = device.startswith("cuda")
+        self.pin = on_gpu
         self.model_lock = threading.Lock()
         self.mapper: Mapper = map
-        workers = threads or torch.get_num_threads()
-        if device.startswith("cuda"):
-            workers = GPU_PIL_THREADS
+        workers = GPU_PIL_THREADS if on_gpu else threads or torch.get_num_threads()
         if workers > 1:
             self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
