@@ -75,8 +75,8 @@ tests() {  # seconds files...
 }
 
 # The CUDA tests first: short, and a failure there explains a failing bench.
-tests 90 tests/images/test_resize.py tests/images/test_tensor_path.py \
-  tests/scoring/test_in_flight.py
+tests 100 tests/images/test_resize.py tests/images/test_tensor_path.py \
+  tests/scoring/test_in_flight.py tests/scoring/test_streams.py
 rm -f /tmp/bench-done
 profile_actor &
 profiler=$!

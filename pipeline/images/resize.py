@@ -91,27 +91,59 @@ def axis_weights(length: Any, resized: Any, offset: Any, *, out: int, padded: in
     return weights / torch.where(total == 0, 1.0, total)
 
 
-def resize_crop(images: list[Any], size: tuple[int, int]) -> Any:
-    """uint8 CHW tensors on one device to one unrounded float (n, 3, *size) batch."""
-    import warnings
+def to_device(tensor: Any, device: Any) -> Any:
+    """`tensor` on `device`, without waiting for the device.
 
+    A plain copy from host memory to a GPU waits for everything queued on the
+    stream first; from pinned memory it is queued behind that work instead.
+    """
+    import torch
+
+    target = torch.device(device)
+    if tensor.device.type != "cpu" or target.type != "cuda":
+        return tensor.to(target)
+    return tensor.pin_memory().to(target, non_blocking=True)
+
+
+def host_to_device(values: list[Any], device: Any, dtype: Any = None) -> Any:
+    """Host values as a tensor (float32 unless `dtype`) on `device`: see `to_device`."""
+    import torch
+
+    return to_device(torch.tensor(values, dtype=dtype or torch.float32), device)
+
+
+def geometry(shapes: list[tuple[int, int]], size: tuple[int, int]) -> list[tuple[int, ...]]:
+    """Per image: (height, width, resized height, resized width, crop top, crop left)."""
+    rows = []
+    for height, width in shapes:
+        (new_height, new_width), (top, left) = crop_geometry(height, width, size)
+        rows.append((height, width, new_height, new_width, top, left))
+    return rows
+
+
+def geometry_table(shapes: list[tuple[int, int]], size: tuple[int, int], device: Any) -> Any:
+    """`geometry` as a (6, images) float tensor on `device`, a row per field."""
+    return host_to_device(geometry(shapes, size), device).T
+
+
+def resize_crop(images: list[Any], size: tuple[int, int], table: Any) -> Any:
+    """uint8 CHW tensors on one device to one unrounded float (n, 3, *size) batch.
+
+    `table` is the images' `geometry_table`. Nothing here waits for the device:
+    padding is a copy per image into one zeroed chunk (torch's nested tensors copy
+    their size metadata to the GPU with a blocking copy).
+    """
     import torch
 
     count, device = len(images), images[0].device
-    rows = []
-    for image in images:
-        (new_height, new_width), (top, left) = crop_geometry(*image.shape[-2:], size)
-        rows.append((*image.shape[-2:], new_height, new_width, top, left))
-    # One copy to the device for the whole chunk's geometry, a column per field.
-    table = torch.tensor(rows, dtype=torch.float32).T.contiguous().to(device)
-    height, width, new_height, new_width, top, left = table.view(6, count, 1, 1)
-    tall, wide = max(row[0] for row in rows), max(row[1] for row in rows)
+    tall = max(image.shape[-2] for image in images)
+    wide = max(image.shape[-1] for image in images)
+    height, width, new_height, new_width, top, left = table.reshape(6, count, 1, 1)
     vertical = axis_weights(height, new_height, top, out=size[0], padded=tall)
     horizontal = axis_weights(width, new_width, left, out=size[1], padded=wide)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "nested tensors are a prototype": used for padding only
-        nested = torch.nested.as_nested_tensor(images, dtype=torch.float32)
-        pixels = torch.nested.to_padded_tensor(nested, 0.0)
+    pixels = torch.zeros((count, 3, tall, wide), device=device)
+    for index, image in enumerate(images):
+        pixels[index, :, : image.shape[-2], : image.shape[-1]] = image
     # Columns first: (n, 3*tall, wide) @ (n, wide, w) -> (n, 3, tall, w), rounded to
     # 8 bits between the passes as PIL does (and torch's uint8 kernel after it): on
     # sharp edges, the first pass's overshoot is clipped before the second.

@@ -17,7 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.images.resize import crop_geometry, resize_crop, size_chunks
+from pipeline.images.resize import (
+    crop_geometry,
+    geometry_table,
+    host_to_device,
+    resize_crop,
+    size_chunks,
+    to_device,
+)
 
 # Images resized and cropped (and stacked into the batch) at once: a chunk bounds the
 # memory they hold.
@@ -82,23 +89,31 @@ class TensorPreprocess:
         batched = target.type == "cuda" if batched is None else batched
         batch = torch.empty((len(images), 3, height, width), device=target)
         if batched:
-            groups = size_chunks([_shape(image) for image in images], most=STACK_CHUNK)
+            self._chunked(images, batch)
         else:
-            groups = [
-                range(s, min(s + STACK_CHUNK, len(images)))
-                for s in range(0, len(images), STACK_CHUNK)
-            ]
-        for rows in groups:
-            chunk = [as_tensor(images[row]).to(target) for row in rows]
-            if batched:
-                index = torch.tensor(rows, device=target)
-                batch.index_copy_(0, index, resize_crop(chunk, self.size))
-            else:
-                crops = [self.crop(image) for image in chunk]
-                torch.stack(crops, out=batch[rows[0] : rows[0] + len(rows)])
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
+            for start in range(0, len(images), STACK_CHUNK):
+                chunk = images[start : start + STACK_CHUNK]
+                crops = [self.crop(to_device(as_tensor(image), target)) for image in chunk]
+                torch.stack(crops, out=batch[start : start + len(chunk)])
+        mean = host_to_device(self.mean, target).view(1, 3, 1, 1) * 255
+        std = host_to_device(self.std, target).view(1, 3, 1, 1) * 255
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
+
+    def _chunked(self, images: list[Any], batch: Any) -> None:
+        """Resize and crop `images` into `batch` a chunk of similar sizes at a time."""
+        import torch
+
+        groups = size_chunks([_shape(image) for image in images], most=STACK_CHUNK)
+        # The whole batch's positions and geometry in chunk order: one copy each.
+        order = [row for rows in groups for row in rows]
+        index = host_to_device(order, batch.device, torch.long)
+        table = geometry_table([_shape(images[row]) for row in order], self.size, batch.device)
+        start = 0
+        for rows in groups:
+            chunk = [to_device(as_tensor(images[row]), batch.device) for row in rows]
+            span = slice(start, start + len(rows))
+            batch.index_copy_(0, index[span], resize_crop(chunk, self.size, table[:, span]))
+            start = span.stop
 
 
 def _shape(image: Any) -> tuple[int, int]:

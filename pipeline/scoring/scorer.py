@@ -24,6 +24,7 @@ from pipeline.images.tensor import TensorPreprocess, decode_jpegs, orient
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
 from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_column
+from pipeline.scoring.streams import PrepareStream, hand_over
 from pipeline.status import RowStatus
 
 STATUS = "_winnow_status"
@@ -136,6 +137,8 @@ class Prepared:
     checks: RowChecks
     pixels: list[Any]
     tokens: list[Any]
+    # On a GPU, when the preparing stream has made `pixels` (see `streams`).
+    ready: Any = None
 
 
 class ClipScorer:
@@ -174,6 +177,7 @@ class ClipScorer:
         self.tensor_steps = tensor_steps if usable else [None] * len(self.models)
         self.jpeg_device = device if usable else None
         self.pin = on_gpu
+        self.preparing = PrepareStream(device)
         self.model_lock = threading.Lock()
         self.mapper: Mapper = map
         workers = GPU_PIL_THREADS if on_gpu else threads or torch.get_num_threads()
@@ -202,17 +206,21 @@ class ClipScorer:
         return ids.pin_memory() if self.pin else ids
 
     def prepare(self, table: pa.Table) -> Prepared:
-        checks = check_rows(table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper)
-        made: dict[Any, Any] = {}  # models with the same preprocess share its output
-        pixels = []
-        for loaded, step in zip(self.models, self.tensor_steps, strict=True):
-            key = step if step is not None else repr(loaded.preprocess)
-            if key not in made:
-                made[key] = self._pixels(loaded, step, checks.images)
-            pixels.append(made[key])
+        with self.preparing.active():
+            checks = check_rows(
+                table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper
+            )
+            made: dict[Any, Any] = {}  # models with the same preprocess share its output
+            pixels = []
+            for loaded, step in zip(self.models, self.tensor_steps, strict=True):
+                key = step if step is not None else repr(loaded.preprocess)
+                if key not in made:
+                    made[key] = self._pixels(loaded, step, checks.images)
+                pixels.append(made[key])
+            ready = self.preparing.done()
         tokens = [self._tokens(config, table, checks.text_rows) for config in self.configs]
         checks.images = []
-        return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens)
+        return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens, ready=ready)
 
     def _encode(self, loaded: LoadedModel, size: int, pixels: Any, tokens: Any):
         import torch
@@ -235,6 +243,7 @@ class ClipScorer:
     def __call__(self, table: pa.Table) -> pa.Table:
         prepared = self.prepare(table)
         with self.model_lock:
+            hand_over(prepared.ready, prepared.pixels)
             encoded = [
                 self._encode(loaded, config.batch_size, pixels, tokens)
                 for loaded, config, pixels, tokens in zip(

@@ -1,0 +1,57 @@
+"""A GPU actor prepares batches on a stream of its own: it never waits for the towers,
+and the towers never read a batch before it is made. Both need a GPU; gpu_check runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.config import parse_config
+from pipeline.io.reader import model_inputs
+from pipeline.scoring.captions import tokenize_stage
+from pipeline.scoring.local import scorer_for
+from tests.builders import TINY, good_rows
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+# GPU clock cycles queued as a stand-in for a long forward pass: about a second and a half.
+LONG = 3_000_000_000
+
+
+def gpu_scorer_and_batch(checkpoint):
+    config = parse_config(
+        {
+            "input": {"path": "unused"},
+            "output": {"path": "unused"},
+            "models": [{"name": TINY, "pretrained": str(checkpoint), "precision": "fp32"}],
+            "images": {"decode": "tensor"},
+        }
+    )
+    keys = ["key", "jpg", "caption", "status", "error_message"]
+    table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 40)])
+    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
+    scorer = scorer_for(config, device="cuda")
+    assert scorer.jpeg_device == "cuda"  # nvJPEG and the chunked resize, not PIL
+    return scorer, tokenize_stage(inputs, models=config.models)
+
+
+def test_preparing_a_batch_does_not_wait_for_work_on_the_towers_stream(tiny_checkpoint):
+    scorer, batch = gpu_scorer_and_batch(tiny_checkpoint)
+    scorer(batch)  # decoder, allocator and cuBLAS made ready, as in a running actor
+    torch.cuda.synchronize()
+    torch.cuda._sleep(LONG)  # queued on the towers' (this thread's current) stream
+    prepared = scorer.prepare(batch)
+    assert not torch.cuda.current_stream().query(), "preparing waited for the towers' stream"
+    assert prepared.pixels[0].shape[0] == batch.num_rows
+    torch.cuda.synchronize()
+
+
+def test_the_towers_wait_for_a_batch_still_being_prepared(tiny_checkpoint):
+    scorer, batch = gpu_scorer_and_batch(tiny_checkpoint)
+    expected = scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(scorer.preparing.stream):
+        torch.cuda._sleep(LONG)  # the next batch's resize is queued behind this
+    scores = scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
