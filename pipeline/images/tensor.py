@@ -158,11 +158,19 @@ def decode_jpegs(encoded: list[Any], device: str) -> list[Any | None]:
 
     One bad image fails its whole batch: the halves are retried, so a batch of
     1,024 with one bad image costs about twenty batched calls, not 1,024 single ones.
+
+    On a GPU, nvJPEG writes on a stream of its own into memory it takes from the
+    current stream's pool, where a block freed while work queued on that stream
+    still reads it (the last batch's resize) can be handed out at once: the
+    current stream is waited for first, so nvJPEG never writes over memory in use.
     """
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not encoded:
         return []
+    if torch.device(device).type == "cuda":
+        torch.cuda.current_stream().synchronize()
     options = {"mode": ImageReadMode.RGB, "device": device}
     try:
         return list(decode_jpeg(encoded, **options))

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from pipeline.config import parse_config
+from pipeline.images.tensor import decode_jpegs
 from pipeline.io.reader import model_inputs
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import scorer_for
-from tests.builders import TINY, good_rows
+from tests.builders import TINY, good_rows, jpeg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 # GPU clock cycles queued as a stand-in for a long forward pass: about a second and a half.
@@ -55,3 +56,22 @@ def test_the_towers_wait_for_a_batch_still_being_prepared(tiny_checkpoint):
         torch.cuda._sleep(LONG)  # the next batch's resize is queued behind this
     scores = scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
     np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
+def test_nvjpeg_never_writes_over_memory_that_queued_work_still_reads():
+    """A block freed on the preparing stream while a kernel queued there still reads it
+    (the last batch's resize) is the first candidate for nvJPEG's output, which it
+    writes on a stream of its own."""
+    stream = torch.cuda.Stream()
+    data = torch.frombuffer(bytearray(jpeg(1, (96, 64))), dtype=torch.uint8)
+    with torch.cuda.stream(stream):
+        ready = decode_jpegs([data], "cuda")  # the decoder made; its output kept, not free
+        torch.cuda.synchronize()
+        earlier = torch.full((3, 64, 96), 7, dtype=torch.uint8, device="cuda")
+        torch.cuda._sleep(LONG)
+        copy = earlier.clone()  # queued behind the sleep
+        del earlier  # its block is free for the next allocation on this stream
+        (decoded,) = decode_jpegs([data], "cuda")
+    torch.cuda.synchronize()
+    assert decoded.shape == ready[0].shape == (3, 64, 96)
+    assert bool((copy == 7).all()), "nvJPEG wrote over memory a queued kernel still read"
