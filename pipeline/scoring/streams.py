@@ -1,12 +1,12 @@
 """A GPU actor prepares its next batch on a CUDA stream of its own, beside the towers'.
 
-A blocking copy to a GPU (nvJPEG's, or any small host tensor's) waits for
-everything queued on its stream first. Sharing the towers' stream, the next
-batch's decode and resize waited for the whole of the current batch's forward
-pass, and the GPU then idled while the host did their part. On a stream of its
-own, preparing waits only for its own work, and the towers' stream waits for a
-prepared batch with an event, never the host. On the CPU all of this is a no-op.
-"""
+Whatever waits for a stream from the host (a blocking copy to the GPU; a decode,
+before nvJPEG writes) waits for everything queued on it. Sharing the towers'
+stream, the next batch's decode and resize waited for the whole of the current
+batch's forward pass, and the GPU could idle while the host then did their
+part. On a stream of its own, preparing waits only for its own work, and the
+towers' stream waits for a prepared batch with an event, never the host. On the
+CPU all of this is a no-op."""
 
 from __future__ import annotations
 
