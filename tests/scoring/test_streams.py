@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a G
 LONG = 3_000_000_000
 
 
-def gpu_scorer_and_batch(checkpoint):
+def gpu_scorer_and_batches(checkpoint, shards: int = 1):
+    """A GPU scorer on the tensor path and a batch of 40 JPEG rows from each shard."""
     config = parse_config(
         {
             "input": {"path": "unused"},
@@ -30,15 +31,22 @@ def gpu_scorer_and_batch(checkpoint):
         }
     )
     keys = ["key", "jpg", "caption", "status", "error_message"]
-    table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 40)])
-    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
+    batches = []
+    for shard in range(shards):
+        table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 40)])
+        inputs = model_inputs(table, {"shard": shard, "first_row": 0}, config.input)
+        batches.append(tokenize_stage(inputs, models=config.models))
     scorer = scorer_for(config, device="cuda")
     assert scorer.jpeg_device == "cuda"  # nvJPEG and the chunked resize, not PIL
-    return scorer, tokenize_stage(inputs, models=config.models)
+    return scorer, batches
+
+
+def scores(scorer, batch):
+    return scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
 
 
 def test_preparing_a_batch_does_not_wait_for_work_on_the_towers_stream(tiny_checkpoint):
-    scorer, batch = gpu_scorer_and_batch(tiny_checkpoint)
+    scorer, (batch,) = gpu_scorer_and_batches(tiny_checkpoint)
     scorer(batch)  # decoder, allocator and cuBLAS made ready, as in a running actor
     torch.cuda.synchronize()
     torch.cuda._sleep(LONG)  # queued on the towers' (this thread's current) stream
@@ -49,13 +57,20 @@ def test_preparing_a_batch_does_not_wait_for_work_on_the_towers_stream(tiny_chec
 
 
 def test_the_towers_wait_for_a_batch_still_being_prepared(tiny_checkpoint):
-    scorer, batch = gpu_scorer_and_batch(tiny_checkpoint)
-    expected = scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
+    """The batch's memory last held another batch's pixels: towers that did not wait
+    would score those."""
+    scorer, (batch, other) = gpu_scorer_and_batches(tiny_checkpoint, shards=2)
+    expected = scores(scorer, batch)
+    assert not np.allclose(scores(scorer, other), expected, atol=1e-4)
     torch.cuda.synchronize()
-    with torch.cuda.stream(scorer.preparing.stream):
-        torch.cuda._sleep(LONG)  # the next batch's resize is queued behind this
-    scores = scorer(batch)["clip_score"].to_numpy(zero_copy_only=False)
-    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    step = scorer.tensor_steps[0]
+
+    def slow_step(images, device):
+        torch.cuda._sleep(LONG)  # on the preparing stream: the resize is queued behind it
+        return step(images, device)
+
+    scorer.tensor_steps = [slow_step]
+    np.testing.assert_allclose(scores(scorer, batch), expected, atol=1e-4)
 
 
 def test_nvjpeg_never_writes_over_memory_that_queued_work_still_reads():
