@@ -112,18 +112,14 @@ def host_to_device(values: list[Any], device: Any, dtype: Any = None) -> Any:
     return to_device(torch.tensor(values, dtype=dtype or torch.float32), device)
 
 
-def geometry(shapes: list[tuple[int, int]], size: tuple[int, int]) -> list[tuple[int, ...]]:
-    """Per image: (height, width, resized height, resized width, crop top, crop left)."""
+def geometry_table(shapes: list[tuple[int, int]], size: tuple[int, int], device: Any) -> Any:
+    """A (6, images) float tensor on `device`, a row per field: each image's height and
+    width, resized height and width, and the crop's top and left in the resized image."""
     rows = []
     for height, width in shapes:
         (new_height, new_width), (top, left) = crop_geometry(height, width, size)
         rows.append((height, width, new_height, new_width, top, left))
-    return rows
-
-
-def geometry_table(shapes: list[tuple[int, int]], size: tuple[int, int], device: Any) -> Any:
-    """`geometry` as a (6, images) float tensor on `device`, a row per field."""
-    return host_to_device(geometry(shapes, size), device).T
+    return host_to_device(rows, device).T
 
 
 def resize_crop(images: list[Any], size: tuple[int, int], table: Any) -> Any:

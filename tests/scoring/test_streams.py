@@ -1,5 +1,6 @@
 """A GPU actor prepares batches on a stream of its own: it never waits for the towers,
-and the towers never read a batch before it is made. Both need a GPU; gpu_check runs them."""
+the towers never read a batch before it is made, and nvJPEG never writes over memory
+still in use there. They need a GPU; gpu_check runs them."""
 
 from __future__ import annotations
 
