@@ -5,20 +5,26 @@ Python: host work that grows with the images, and the actor's host work per imag
 is what bounded the GPU job when it was measured. torch's antialiased bicubic
 resize is separable: each output row is a weighted sum of input rows, each
 output column one of input columns, with PIL's weights. Written as matrices
-(one per image and axis, zero outside the image and the crop), a chunk of
-differently sized images, zero-padded to its largest, is resized and cropped by
-two batched matrix products and a few elementwise ops, whatever the number of
-images; rounded to 8 bits between the passes, as PIL does, its values are PIL's
-within a grey level or two. The padding costs arithmetic, which a GPU has to
-spare; chunks of similar sizes keep it small.
-"""
+(zero outside the image and the crop), a chunk of differently sized images,
+zero-padded to its largest, is resized and cropped by a few batched matrix
+products and elementwise ops, whatever the number of images; rounded to 8 bits
+between the passes, as PIL does, its values are PIL's within a grey level or two.
+
+Those matrices are mostly zeros: an output reads only the inputs within two
+(stretched) kernel units of it. So only the window of each image that the centre
+crop reads goes in (about its shorter side squared: a landscape image's crop
+never reads its left and right ends), chunks group windows of similar sizes, and
+each band of `BAND` outputs is a product with just the inputs it reads."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # PIL's and torch's bicubic coefficient for antialiased resizing.
 CUBIC_A = -0.5
+# Output positions resized at once: each band reads only the inputs near it.
+BAND = 32
 # Padded pixels per chunk (of each channel): 400 MB of float32 for three channels, so
 # that a chunk of large images holds fewer of them and device memory stays bounded.
 CHUNK_PIXELS = 2**25
@@ -39,6 +45,35 @@ def crop_geometry(
 
 def _anchor(resized: int, crop: int) -> int:
     return round((resized - crop) / 2) if resized >= crop else -((crop - resized) // 2)
+
+
+def axis_window(length: int, resized: int, offset: int, out: int) -> tuple[int, int]:
+    """The input range [start, stop) that positions offset..offset+out of an axis
+    resized from `length` to `resized` read: each position weighs the inputs within
+    two (stretched) kernel units of its centre. A position more on each side, for
+    rounding."""
+    scale = length / resized
+    support = 2 * max(scale, 1.0)
+    first, last = max(offset, 0), min(offset + out, resized) - 1
+    start = math.floor(scale * (first + 0.5) - support - 0.5) - 1
+    stop = math.ceil(scale * (last + 0.5) + support - 0.5) + 2
+    return max(start, 0), min(stop, length)
+
+
+def placement(height: int, width: int, size: tuple[int, int]) -> tuple[int, ...]:
+    """Where an image goes in a chunk: per axis (rows, then columns) its length, its
+    resized length, the crop's offset in it, and the window [start, stop) of input
+    the crop reads."""
+    resized, anchor = crop_geometry(height, width, size)
+    fields: list[int] = []
+    for length, new, offset, out in zip((height, width), resized, anchor, size, strict=True):
+        fields += [length, new, offset, *axis_window(length, new, offset, out)]
+    return tuple(fields)
+
+
+def window_shape(place: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, columns) of the input window a `placement` reads."""
+    return place[4] - place[3], place[9] - place[8]
 
 
 def size_chunks(
@@ -70,25 +105,40 @@ def cubic(x: Any) -> Any:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def axis_weights(length: Any, resized: Any, offset: Any, *, out: int, padded: int) -> Any:
-    """(images, out, padded) weights taking each image's axis (`length`, zero-padded to
-    `padded`) to `out` positions of its `resized` axis from `offset` on; the three are
-    (images, 1, 1) float tensors.
+def band_span(length: int, resized: int) -> int:
+    """The inputs a band of `BAND` neighbouring outputs reads, at most, on an axis
+    resized from `length` to `resized` (a few more, for rounding)."""
+    scale = length / resized
+    return math.ceil(scale * (BAND - 1) + 4 * max(scale, 1.0)) + 4
 
-    The weights of output position i are the kernel at input centres, stretched by
-    the scale when shrinking (the antialias), normalised to sum to one; positions
-    outside the resized axis (the crop's padding) get none, so they come out zero.
+
+def band_weights(
+    length: Any, resized: Any, offset: Any, start: Any, stop: Any, *, out: int, span: int
+) -> tuple[Any, Any]:
+    """Each image's weights for its axis window [start, stop) of `length` to `out`
+    positions of its `resized` axis from `offset` on, a band of `BAND` positions at a
+    time; the five are (images, 1, 1, 1) float tensors.
+
+    Returns the weights, (images, bands, span, BAND), and where each band's `span`
+    inputs begin in the window, (images, bands). The weights of an output position
+    are the kernel at input centres, stretched by the scale when shrinking (the
+    antialias), normalised to sum to one; positions outside the resized axis (the
+    crop's padding) get none, so they come out zero.
     """
     import torch
 
-    position = torch.arange(out, device=length.device).view(1, -1, 1) + offset
-    source = torch.arange(padded, device=length.device).view(1, 1, -1)
+    device, bands = length.device, -(-out // BAND)
     scale = length / resized
     stretch = scale.clamp(min=1.0)
+    first = offset + BAND * torch.arange(bands, device=device).view(1, -1, 1, 1)
+    begin = torch.floor(scale * (first + 0.5) - 2 * stretch - 0.5) - 1 - start
+    begin = begin.clamp(min=0).minimum(stop - start - span).clamp(min=0)
+    source = start + begin + torch.arange(span, device=device).view(1, 1, -1, 1)
+    position = first + torch.arange(BAND, device=device).view(1, 1, 1, -1)
     weights = cubic((source + 0.5 - scale * (position + 0.5)) / stretch)
-    weights = weights * ((source < length) & (position >= 0) & (position < resized))
-    total = weights.sum(-1, keepdim=True)
-    return weights / torch.where(total == 0, 1.0, total)
+    weights = weights * ((source < stop) & (position >= 0) & (position < resized))
+    total = weights.sum(2, keepdim=True)
+    return weights / torch.where(total == 0, 1.0, total), begin[:, :, 0, 0].long()
 
 
 def to_device(tensor: Any, device: Any) -> Any:
@@ -112,40 +162,40 @@ def host_to_device(values: list[Any], device: Any, dtype: Any = None) -> Any:
     return to_device(torch.tensor(values, dtype=dtype or torch.float32), device)
 
 
-def geometry_table(shapes: list[tuple[int, int]], size: tuple[int, int], device: Any) -> Any:
-    """A (6, images) float tensor on `device`, a row per field: each image's height and
-    width, resized height and width, and the crop's top and left in the resized image."""
-    rows = []
-    for height, width in shapes:
-        (new_height, new_width), (top, left) = crop_geometry(height, width, size)
-        rows.append((height, width, new_height, new_width, top, left))
-    return host_to_device(rows, device).T
-
-
-def resize_crop(images: list[Any], size: tuple[int, int], table: Any) -> Any:
+def resize_crop(images: list[Any], size: tuple[int, int], places: list[tuple[int, ...]]) -> Any:
     """uint8 CHW tensors on one device to one unrounded float (n, 3, *size) batch.
 
-    `table` is the images' `geometry_table`. Nothing here waits for the device:
-    padding is a copy per image into one zeroed chunk (torch's nested tensors copy
-    their size metadata to the GPU with a blocking copy).
+    `places` are the images' `placement`s. Each pass is a batched product per band
+    of `BAND` outputs with just the inputs that band reads: a dense product with
+    each whole window would spend most of its arithmetic on zero weights. Nothing
+    here waits for the device: padding is a copy of each image's window into one
+    zeroed chunk (torch's nested tensors copy their size metadata to the GPU with a
+    blocking copy).
     """
     import torch
 
     count, device = len(images), images[0].device
-    tall = max(image.shape[-2] for image in images)
-    wide = max(image.shape[-1] for image in images)
-    height, width, new_height, new_width, top, left = table.reshape(6, count, 1, 1)
-    vertical = axis_weights(height, new_height, top, out=size[0], padded=tall)
-    horizontal = axis_weights(width, new_width, left, out=size[1], padded=wide)
-    pixels = torch.zeros((count, 3, tall, wide), device=device)
-    for index, image in enumerate(images):
-        pixels[index, :, : image.shape[-2], : image.shape[-1]] = image
-    # Columns first: (n, 3*tall, wide) @ (n, wide, w) -> (n, 3, tall, w), rounded to
-    # 8 bits between the passes as PIL does (and torch's uint8 kernel after it): on
+    tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
+    span_rows = min(max(band_span(*place[0:2]) for place in places), tall)
+    span_columns = min(max(band_span(*place[5:7]) for place in places), wide)
+    table = host_to_device(places, device).T.reshape(10, count, 1, 1, 1)
+    vertical, top = band_weights(*table[:5], out=size[0], span=span_rows)
+    horizontal, left = band_weights(*table[5:], out=size[1], span=span_columns)
+    pixels = torch.zeros((count, 3 * tall, wide), device=device)
+    for index, (image, place) in enumerate(zip(images, places, strict=True)):
+        rows, columns = slice(*place[3:5]), slice(*place[8:10])
+        window = image[:, rows, columns]
+        pixels[index].view(3, tall, wide)[:, : window.shape[1], : window.shape[2]] = window
+    every = torch.arange(count, device=device).view(-1, 1)
+    # Columns first: per band, (3*tall, span) @ (span, BAND), rounded to 8 bits
+    # before the second pass as PIL does (and torch's uint8 kernel after it): on
     # sharp edges, the first pass's overshoot is clipped before the second.
-    narrow = torch.bmm(pixels.view(count, 3 * tall, wide), horizontal.transpose(1, 2))
-    narrow = narrow.clamp_(0, 255).round_()
-    narrow = narrow.view(count, 3, tall, size[1]).transpose(1, 2).reshape(count, tall, -1)
-    # Then rows: (n, h, tall) @ (n, tall, 3*w) -> (n, h, 3, w) -> (n, 3, h, w).
-    out = torch.bmm(vertical, narrow).view(count, size[0], 3, size[1])
+    bands = pixels.unfold(2, span_columns, 1)[every, :, left]  # (n, bands, 3*tall, span)
+    narrow = torch.matmul(bands, horizontal).clamp_(0, 255).round_()
+    narrow = narrow.view(count, -1, 3, tall, BAND).permute(0, 3, 2, 1, 4)
+    narrow = narrow.reshape(count, tall, 3, -1)[..., : size[1]].reshape(count, tall, -1)
+    # Then rows: per band, (BAND, span) @ (span, 3*w).
+    bands = narrow.unfold(1, span_rows, 1)[every, top]  # (n, bands, 3*w, span)
+    out = torch.matmul(vertical.transpose(2, 3), bands.transpose(2, 3))
+    out = out.reshape(count, -1, 3, size[1])[:, : size[0]]
     return out.permute(0, 2, 1, 3)

@@ -19,11 +19,12 @@ from typing import Any
 
 from pipeline.images.resize import (
     crop_geometry,
-    geometry_table,
     host_to_device,
+    placement,
     resize_crop,
     size_chunks,
     to_device,
+    window_shape,
 )
 
 # Images resized and cropped (and stacked into the batch) at once: a chunk bounds the
@@ -100,20 +101,14 @@ class TensorPreprocess:
         return batch.clamp_(0, 255).round_().sub_(mean).div_(std)
 
     def _chunked(self, images: list[Any], batch: Any) -> None:
-        """Resize and crop `images` into `batch` a chunk of similar sizes at a time."""
+        """Resize and crop `images` into `batch` a chunk of similar windows at a time."""
         import torch
 
-        groups = size_chunks([_shape(image) for image in images], most=STACK_CHUNK)
-        # The whole batch's positions and geometry in chunk order: one copy each.
-        order = [row for rows in groups for row in rows]
-        index = host_to_device(order, batch.device, torch.long)
-        table = geometry_table([_shape(images[row]) for row in order], self.size, batch.device)
-        start = 0
-        for rows in groups:
+        places = [placement(*_shape(image), self.size) for image in images]
+        for rows in size_chunks([window_shape(p) for p in places], most=STACK_CHUNK):
             chunk = [to_device(as_tensor(images[row]), batch.device) for row in rows]
-            span = slice(start, start + len(rows))
-            batch.index_copy_(0, index[span], resize_crop(chunk, self.size, table[:, span]))
-            start = span.stop
+            resized = resize_crop(chunk, self.size, [places[row] for row in rows])
+            batch.index_copy_(0, host_to_device(rows, batch.device, torch.long), resized)
 
 
 def _shape(image: Any) -> tuple[int, int]:

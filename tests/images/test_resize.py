@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.images.resize import geometry_table, resize_crop, size_chunks
+from pipeline.images.resize import placement, resize_crop, size_chunks, window_shape
 from tests.images.devices import DEVICES
 
 
@@ -34,8 +34,8 @@ def test_resize_crop_is_two_bicubic_passes_rounded_between(device):
     ]
     for size in [(48, 48), (48, 61), (48, 62), (70, 48)]:
         reference = torch.stack([two_passes(image, size) for image in images])
-        table = geometry_table(shapes, size, device)
-        difference = (resize_crop(images, size, table) - reference).abs()
+        places = [placement(h, w, size) for h, w in shapes]
+        difference = (resize_crop(images, size, places) - reference).abs()
         assert difference.max() < 1
         assert (difference > 0.01).float().mean() < 1e-3
 
@@ -56,3 +56,23 @@ def test_chunks_group_similar_sizes_and_bound_the_padded_pixels():
     largest = [chunk for chunk, side in zip(chunks, longest, strict=True) if side == 4000]
     assert [len(chunk) for chunk in largest] == [1] * 20
     assert len(chunks[0]) == 16  # the small ones fill a chunk
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_the_window_the_crop_reads_goes_into_the_products(device):
+    """A landscape image's centre crop never reads its left and right ends: its window
+    is about its shorter side, and what lies outside it changes nothing."""
+    size = (224, 224)
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randint(0, 256, (3, 300, 900), dtype=torch.uint8, generator=generator)
+    place = placement(300, 900, size)
+    rows, columns = window_shape(place)
+    assert rows == 300 and columns < 340
+    start, stop = place[8:10]
+    changed = image.clone()
+    changed[:, :, :start] = 255 - changed[:, :, :start]
+    changed[:, :, stop:] = 0
+    ours, other = (resize_crop([i.to(device)], size, [place]) for i in (image, changed))
+    assert torch.equal(ours, other)
+    reference = two_passes(image.to(device), size)
+    assert (ours - reference).abs().max() < 1
