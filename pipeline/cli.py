@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pipeline.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_FAILED_SHARDS = 1
+
+
+class QuietLibraries(logging.Filter):
+    """open_clip reports every step of every model load at INFO, on the root logger:
+    lines that bury Winnow's own progress. Its warnings still show; -v shows all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}open_clip{os.sep}" not in (
+            record.pathname
+        )
 
 
 def _common() -> argparse.ArgumentParser:
@@ -181,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QuietLibraries())
     try:
         commands = {"report": _report, "download": _download, "export": _export, "bench": _bench}
         return commands.get(args.command, _run)(args)

@@ -122,3 +122,19 @@ def test_config_errors_exit_2_and_write_nothing(tmp_path, tiny_checkpoint, chang
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():
+    import logging
+
+    from pipeline.cli import QuietLibraries
+
+    def record(path: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord("root", level, path, 1, "message", None, None)
+
+    library = os.path.join("site-packages", "open_clip", "factory.py")
+    ours = os.path.join("pipeline", "scoring", "benchmark.py")
+    quiet = QuietLibraries()
+    assert not quiet.filter(record(library, logging.INFO))
+    assert quiet.filter(record(library, logging.WARNING))
+    assert quiet.filter(record(ours, logging.INFO))

@@ -9,15 +9,17 @@ Weights are random unless given: speed does not depend on them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +31,8 @@ from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Enough batches for a steady towers-only rate: ViT-L-14 over all of a large run's
 # pairs would take half a minute of a GPU session's few minutes and tell no more.
 MODEL_ONLY_BATCHES = 64
@@ -182,28 +186,50 @@ def _describe(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _step(what: str, measure: Callable[[], T]) -> T:
+    """Run one measurement with a line before and after: a CPU bench runs for minutes."""
+    log.info("bench: %s ...", what)
+    started = time.perf_counter()
+    value = measure()
+    rate = f"{value:,.1f} /s, " if isinstance(value, float) else ""
+    log.info("bench: %s: %sdone in %.0f s", what, rate, time.perf_counter() - started)
+    return value
+
+
 def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
 
     device = _device(spec)
     plan = layout(spec, device)
     data = workdir / "shards"
-    generated = web_pairs(data, spec.data)
+    generated = _step(f"data, {spec.data.pairs} pairs", lambda: web_pairs(data, spec.data))
     # One process on every thread, over as many batches as each of the layout's processes.
     share = replace(spec, data=replace(spec.data, pairs=spec.data.pairs // plan.actors))
     one_process = replace(plan, actors=1, threads=None)
     fp32 = _model(spec, precision="fp32")
     images = min(max(spec.batch_size, spec.data.pairs // 4), 8192)
-    tensor = decode_tensor(data, fp32, count=images, batch_size=spec.batch_size, device=device)
+    tensor = _step(
+        f"decode + preprocess, tensor path on {device}, {images} images",
+        lambda: decode_tensor(data, fp32, count=images, batch_size=spec.batch_size, device=device),
+    )
     rates = {
-        "model_only_pairs_per_s": model_only(spec, device, plan),
-        "model_only_one_process_pairs_per_s": (
-            model_only(share, device, one_process) if plan.actors > 1 else None
+        "model_only_pairs_per_s": _step(
+            f"model only, {plan.describe()}", lambda: model_only(spec, device, plan)
         ),
-        "decode_cpu_images_per_s": decode_only(data, fp32, count=min(images, 1024)),
+        "model_only_one_process_pairs_per_s": (
+            _step("model only, one process", lambda: model_only(share, device, one_process))
+            if plan.actors > 1
+            else None
+        ),
+        "decode_cpu_images_per_s": _step(
+            "decode + preprocess, PIL on one core",
+            lambda: decode_only(data, fp32, count=min(images, 1024)),
+        ),
         "decode_tensor_images_per_s": tensor and tensor["images_per_s"],
     }
-    difference = path_difference(data, spec, device)
-    job = end_to_end(data, spec)
+    difference = _step(
+        "tensor vs PIL decode path scores", lambda: path_difference(data, spec, device)
+    )
+    job = _step("end to end, the real job", lambda: end_to_end(data, spec))
     rates["end_to_end_pairs_per_s"] = job["rows_per_second"]
     rates["end_to_end_after_startup_pairs_per_s"] = job["steady_rows_per_second"]
     ratios = {

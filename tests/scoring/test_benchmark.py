@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.builders import TINY
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
-def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
+def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, caplog):
     spec = BenchSpec(
         model=TINY,
         device="cpu",
@@ -21,7 +22,11 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path):
         compare_rows=24,
         data=WebPairsSpec(pairs=96, shards=4),
     )
-    result = benchmark(spec, workdir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline.scoring.benchmark"):
+        result = benchmark(spec, workdir=tmp_path)
+    for step in ("data, 96 pairs", "model only, ", "end to end, the real job"):
+        assert f"bench: {step}" in caplog.text  # each step says it began and when it ended
+    assert "bench: end to end, the real job: done in" in caplog.text
     assert result["data"]["pairs"] == result["data"]["distinct_images"] == 96
     assert 5 < result["data"]["jpeg_kb_median"] < 400
     several = layout(spec, "cpu").actors > 1
