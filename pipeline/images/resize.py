@@ -19,7 +19,7 @@ each band of `BAND` outputs is a product with just the inputs it reads."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 # PIL's and torch's bicubic coefficient for antialiased resizing.
 CUBIC_A = -0.5
@@ -60,20 +60,31 @@ def axis_window(length: int, resized: int, offset: int, out: int) -> tuple[int, 
     return max(start, 0), min(stop, length)
 
 
-def placement(height: int, width: int, size: tuple[int, int]) -> tuple[int, ...]:
-    """Where an image goes in a chunk: per axis (rows, then columns) its length, its
-    resized length, the crop's offset in it, and the window [start, stop) of input
-    the crop reads."""
+class AxisPlace(NamedTuple):
+    """One axis of an image in a chunk: its length, its resized length, the crop's
+    offset in that, and the window [start, stop) of input the crop reads."""
+
+    length: int
+    resized: int
+    offset: int
+    start: int
+    stop: int
+
+
+def placement(height: int, width: int, size: tuple[int, int]) -> tuple[AxisPlace, AxisPlace]:
+    """Where an image goes in a chunk: its rows, then its columns."""
     resized, anchor = crop_geometry(height, width, size)
-    fields: list[int] = []
-    for length, new, offset, out in zip((height, width), resized, anchor, size, strict=True):
-        fields += [length, new, offset, *axis_window(length, new, offset, out)]
-    return tuple(fields)
+    rows, columns = (
+        AxisPlace(length, new, offset, *axis_window(length, new, offset, out))
+        for length, new, offset, out in zip((height, width), resized, anchor, size, strict=True)
+    )
+    return rows, columns
 
 
-def window_shape(place: tuple[int, ...]) -> tuple[int, int]:
+def window_shape(place: tuple[AxisPlace, AxisPlace]) -> tuple[int, int]:
     """(rows, columns) of the input window a `placement` reads."""
-    return place[4] - place[3], place[9] - place[8]
+    rows, columns = place
+    return rows.stop - rows.start, columns.stop - columns.start
 
 
 def size_chunks(
@@ -162,7 +173,9 @@ def host_to_device(values: list[Any], device: Any, dtype: Any = None) -> Any:
     return to_device(torch.tensor(values, dtype=dtype or torch.float32), device)
 
 
-def resize_crop(images: list[Any], size: tuple[int, int], places: list[tuple[int, ...]]) -> Any:
+def resize_crop(
+    images: list[Any], size: tuple[int, int], places: list[tuple[AxisPlace, AxisPlace]]
+) -> Any:
     """uint8 CHW tensors on one device to one unrounded float (n, 3, *size) batch.
 
     `places` are the images' `placement`s. Each pass is a batched product per band
@@ -176,15 +189,15 @@ def resize_crop(images: list[Any], size: tuple[int, int], places: list[tuple[int
 
     count, device = len(images), images[0].device
     tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
-    span_rows = min(max(band_span(*place[0:2]) for place in places), tall)
-    span_columns = min(max(band_span(*place[5:7]) for place in places), wide)
-    table = host_to_device(places, device).T.reshape(10, count, 1, 1, 1)
+    span_rows = min(max(band_span(rows.length, rows.resized) for rows, _ in places), tall)
+    span_columns = min(max(band_span(c.length, c.resized) for _, c in places), wide)
+    table = host_to_device([[*rows, *columns] for rows, columns in places], device)
+    table = table.T.reshape(10, count, 1, 1, 1)
     vertical, top = band_weights(*table[:5], out=size[0], span=span_rows)
     horizontal, left = band_weights(*table[5:], out=size[1], span=span_columns)
     pixels = torch.zeros((count, 3 * tall, wide), device=device)
-    for index, (image, place) in enumerate(zip(images, places, strict=True)):
-        rows, columns = slice(*place[3:5]), slice(*place[8:10])
-        window = image[:, rows, columns]
+    for index, (image, (rows, columns)) in enumerate(zip(images, places, strict=True)):
+        window = image[:, rows.start : rows.stop, columns.start : columns.stop]
         pixels[index].view(3, tall, wide)[:, : window.shape[1], : window.shape[2]] = window
     every = torch.arange(count, device=device).view(-1, 1)
     # Columns first: per band, (3*tall, span) @ (span, BAND), rounded to 8 bits

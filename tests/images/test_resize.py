@@ -66,12 +66,12 @@ def test_only_the_window_the_crop_reads_goes_into_the_products(device):
     generator = torch.Generator().manual_seed(2)
     image = torch.randint(0, 256, (3, 300, 900), dtype=torch.uint8, generator=generator)
     place = placement(300, 900, size)
-    rows, columns = window_shape(place)
-    assert rows == 300 and columns < 340
-    start, stop = place[8:10]
+    height, width = window_shape(place)
+    assert height == 300 and width < 340
+    _, columns = place
     changed = image.clone()
-    changed[:, :, :start] = 255 - changed[:, :, :start]
-    changed[:, :, stop:] = 0
+    changed[:, :, : columns.start] = 255 - changed[:, :, : columns.start]
+    changed[:, :, columns.stop :] = 0
     ours, other = (resize_crop([i.to(device)], size, [place]) for i in (image, changed))
     assert torch.equal(ours, other)
     reference = two_passes(image.to(device), size)
