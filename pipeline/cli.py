@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         help="model actors (ray.num_actors; default one per GPU, or sized to the CPUs); "
         "more than the GPUs share them",
     )
+    bench.add_argument(
+        "--skip-decode",
+        action="store_true",
+        help="skip the decode-only rates and the tensor vs PIL score comparison, which "
+        "depend only on the preprocess (the end-to-end job still decodes)",
+    )
     bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
     bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
@@ -158,6 +164,7 @@ def _bench(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         in_flight=args.in_flight,
         actors=args.actors,
+        decodes=not args.skip_decode,
     )
     workdir = Path(args.output)
     result = benchmark(spec, workdir=workdir)

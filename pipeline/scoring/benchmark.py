@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ModelConfig, RayConfig, WinnowConfig, parse_config
 from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
+from pipeline.scoring.cpu_use import CpuUse, cpu_use
 from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
@@ -48,6 +49,9 @@ class BenchSpec:
     in_flight: int = 2
     actors: int | None = None
     compare_rows: int = 128
+    # The decode-only rates and the tensor vs PIL comparison depend on the preprocess
+    # alone: a second model with the same one (ViT-L-14 after ViT-B-32) can skip them.
+    decodes: bool = True
     # What the generated shards depend on: every layout compared on them shares it.
     data: WebPairsSpec = field(default_factory=WebPairsSpec)
 
@@ -170,12 +174,14 @@ def path_difference(folder: Path, spec: BenchSpec, device: str) -> dict[str, flo
     }
 
 
-def end_to_end(folder: Path, spec: BenchSpec) -> dict[str, Any]:
-    """The real job, Parquet on disk to scored Parquet on disk: its summary's `this_run`."""
+def end_to_end(folder: Path, spec: BenchSpec) -> tuple[dict[str, Any], CpuUse]:
+    """The real job, Parquet on disk to scored Parquet on disk: its summary's `this_run`,
+    and where the machine's CPU went meanwhile."""
     from pipeline.run import run
 
-    with tempfile.TemporaryDirectory() as output:
-        return run(_config(folder, output, spec)).summary["this_run"]
+    with tempfile.TemporaryDirectory() as output, cpu_use() as used:
+        summary = run(_config(folder, output, spec)).summary["this_run"]
+    return summary, used
 
 
 def _describe(device: str) -> str:
@@ -207,7 +213,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     one_process = replace(plan, actors=1, threads=None)
     fp32 = _model(spec, precision="fp32")
     images = min(max(spec.batch_size, spec.data.pairs // 4), 8192)
-    tensor = _step(
+    tensor = spec.decodes and _step(
         f"decode + preprocess, tensor path on {device}, {images} images",
         lambda: decode_tensor(data, fp32, count=images, batch_size=spec.batch_size, device=device),
     )
@@ -220,16 +226,20 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
             if plan.actors > 1
             else None
         ),
-        "decode_cpu_images_per_s": _step(
-            "decode + preprocess, PIL on one core",
-            lambda: decode_only(data, fp32, count=min(images, 1024)),
+        "decode_cpu_images_per_s": (
+            _step(
+                "decode + preprocess, PIL on one core",
+                lambda: decode_only(data, fp32, count=min(images, 1024)),
+            )
+            if spec.decodes
+            else None
         ),
-        "decode_tensor_images_per_s": tensor and tensor["images_per_s"],
+        "decode_tensor_images_per_s": tensor["images_per_s"] if tensor else None,
     }
-    difference = _step(
+    difference = spec.decodes and _step(
         "tensor vs PIL decode path scores", lambda: path_difference(data, spec, device)
     )
-    job = _step("end to end, the real job", lambda: end_to_end(data, spec))
+    job, used = _step("end to end, the real job", lambda: end_to_end(data, spec))
     rates["end_to_end_pairs_per_s"] = job["rows_per_second"]
     rates["end_to_end_after_startup_pairs_per_s"] = job["steady_rows_per_second"]
     ratios = {
@@ -250,8 +260,9 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
         "ratios_to_model_only": ratios,
         "ratio_end_to_end_vs_model_only": ratios["end_to_end_pairs_per_s"],
-        "tensor_path_us_per_image": tensor and tensor["us_per_image"],
-        "tensor_vs_pil_score_difference": difference,
+        "tensor_path_us_per_image": tensor["us_per_image"] if tensor else None,
+        "tensor_vs_pil_score_difference": difference or None,
+        "job_cpu": asdict(used),
     }
 
 
@@ -276,12 +287,15 @@ def table(result: dict[str, Any]) -> str:
         else []
     )
     difference = result["tensor_vs_pil_score_difference"]
-    compared = (
-        f"tensor vs PIL decode path, {difference['rows']} rows: |score difference| "
-        f"max {difference['max']:.5f}, mean {difference['mean']:.5f}"
-        if difference
-        else "tensor decode path not available for this model's preprocess"
-    )
+    if difference:
+        compared = (
+            f"tensor vs PIL decode path, {difference['rows']} rows: |score difference| "
+            f"max {difference['max']:.5f}, mean {difference['mean']:.5f}"
+        )
+    elif spec["decodes"]:
+        compared = "tensor decode path not available for this model's preprocess"
+    else:
+        compared = "decode-only rates and the tensor vs PIL comparison skipped (--skip-decode)"
     return "\n".join(
         [
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
@@ -300,6 +314,7 @@ def table(result: dict[str, Any]) -> str:
                 if rates[key] is not None
             ),
             *per_image,
+            CpuUse(**result["job_cpu"]).describe(),
             "",
             f"start-up: {result['startup_seconds']} s (every actor's first block at the writer "
             f"after {result['first_blocks_seconds']} s, less their work at the rate after it)",

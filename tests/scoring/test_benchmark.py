@@ -49,6 +49,9 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
         "resize + crop + normalise",
     ]
     assert all(us > 0 for us in phases.values())
+    used = result["job_cpu"]
+    assert used["by_kind"]["model actors"] > 0  # the job's actors ran in its Ray's processes
+    assert used["seconds"] > 0 and 0 <= used["idle"] <= used["cores"]
     difference = result["tensor_vs_pil_score_difference"]
     assert 0 <= difference["mean"] <= difference["max"] < 0.01
     text = table(result)
@@ -59,6 +62,7 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
         "decode + preprocess, tensor, cpu",
         "tensor path per image, cpu synchronised between phases: header checks + JPEG",
         "end to end (the job)",
+        f"CPU over the job's {used['seconds']:.0f} s, in cores of {used['cores']}: model actors",
         "tensor vs PIL decode path, 24 rows",
         f"start-up: {result['startup_seconds']} s (every actor's first block at the writer",
     ):
@@ -73,3 +77,22 @@ def test_chosen_actor_count_sets_both_the_job_and_the_model_only_layout(tmp_path
     spec = BenchSpec(model=TINY, device="cpu", actors=1)
     assert layout(spec, "cpu").actors == 1
     assert _config(tmp_path, str(tmp_path / "out"), spec).ray.num_actors == 1
+
+
+def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
+    spec = BenchSpec(
+        model=TINY,
+        device="cpu",
+        batch_size=16,
+        actors=1,
+        decodes=False,
+        data=WebPairsSpec(pairs=48),
+    )
+    result = benchmark(spec, workdir=tmp_path)
+    rates = result["rates"]
+    assert rates["decode_cpu_images_per_s"] is rates["decode_tensor_images_per_s"] is None
+    assert result["tensor_path_us_per_image"] is result["tensor_vs_pil_score_difference"] is None
+    assert rates["model_only_pairs_per_s"] > 0 and rates["end_to_end_pairs_per_s"] > 0
+    text = table(result)
+    assert "decode + preprocess" not in text
+    assert "tensor vs PIL comparison skipped (--skip-decode)" in text
