@@ -1,8 +1,9 @@
 """Where the machine's CPU went while a job ran: its model actors, its readers, its
 driver, Ray's own processes, and whatever else the machine was doing.
 
-The benchmark's end-to-end rate falls short of the model-only one by the CPU
-the towers did not get. Sampling every process's CPU time once a second tells
+On a CPU, the benchmark's end-to-end rate falls short of the model-only one by
+the CPU the towers did not get; on a GPU, an actor's process at one core is
+bound by its host work. Sampling every process's CPU time once a second tells
 who got it instead, on the machine the job ran on: a local Ray's processes are
 this process's descendants, named by Ray after what they run.
 """
@@ -53,7 +54,7 @@ def kind_of(title: str, pid: int, driver: int) -> str:
 
 
 class CpuSampler:
-    """Samples this process and its descendants, and the machine, every `interval` s."""
+    """Samples this process and its descendants every `interval` s, by kind."""
 
     def __init__(self, *, interval: float = 1.0) -> None:
         self.interval = interval
