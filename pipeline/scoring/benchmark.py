@@ -213,9 +213,15 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     one_process = replace(plan, actors=1, threads=None)
     fp32 = _model(spec, precision="fp32")
     images = min(max(spec.batch_size, spec.data.pairs // 4), 8192)
-    tensor = spec.decodes and _step(
-        f"decode + preprocess, tensor path on {device}, {images} images",
-        lambda: decode_tensor(data, fp32, count=images, batch_size=spec.batch_size, device=device),
+    tensor = (
+        _step(
+            f"decode + preprocess, tensor path on {device}, {images} images",
+            lambda: decode_tensor(
+                data, fp32, count=images, batch_size=spec.batch_size, device=device
+            ),
+        )
+        if spec.decodes
+        else None
     )
     rates = {
         "model_only_pairs_per_s": _step(
@@ -236,8 +242,10 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         ),
         "decode_tensor_images_per_s": tensor["images_per_s"] if tensor else None,
     }
-    difference = spec.decodes and _step(
-        "tensor vs PIL decode path scores", lambda: path_difference(data, spec, device)
+    difference = (
+        _step("tensor vs PIL decode path scores", lambda: path_difference(data, spec, device))
+        if spec.decodes
+        else None
     )
     job, used = _step("end to end, the real job", lambda: end_to_end(data, spec))
     rates["end_to_end_pairs_per_s"] = job["rows_per_second"]
@@ -261,7 +269,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "ratios_to_model_only": ratios,
         "ratio_end_to_end_vs_model_only": ratios["end_to_end_pairs_per_s"],
         "tensor_path_us_per_image": tensor["us_per_image"] if tensor else None,
-        "tensor_vs_pil_score_difference": difference or None,
+        "tensor_vs_pil_score_difference": difference,
         "job_cpu": asdict(used),
     }
 
