@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ImagesConfig, ModelConfig
 from pipeline.images.decode import decode_image
-from pipeline.models.loader import LoadedModel, load_model
+from pipeline.models.loader import load_model
 from pipeline.status import RowStatus
 
 
@@ -40,12 +40,6 @@ def sample_jpegs(folder: Path, count: int) -> list[bytes]:
     return images
 
 
-def _unweighted(model: ModelConfig) -> LoadedModel:
-    """The model for its preprocess alone: on the meta device nothing is allocated or
-    initialised (ViT-L-14 on the CPU: 5 s and 1.7 GB)."""
-    return load_model(model, device="meta")
-
-
 def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float = 10.0) -> float:
     """Images/s of the CPU decode path (PIL decode + the model's preprocess) on one core.
 
@@ -54,7 +48,7 @@ def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float 
     """
     import torch
 
-    preprocess = _unweighted(model).preprocess
+    preprocess = load_model(model, device="cpu").preprocess
     images = sample_jpegs(folder, count)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -108,7 +102,7 @@ def decode_tensor(
     from pipeline.io.reader import IMAGE
     from pipeline.scoring.scorer import check_rows
 
-    step = TensorPreprocess.of(_unweighted(model).model)
+    step = TensorPreprocess.of(load_model(model, device="cpu").model)
     if step is None:
         return None
     images = sample_jpegs(folder, count)
