@@ -76,16 +76,8 @@ def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> 
     )
 
 
-def read_stage(
-    batch: dict[str, Any], *, source: InputConfig, block_rows: int
-) -> Iterator[pa.Table]:
-    """Ray Data stage: each incoming row is a read task; yield its row group in blocks
-    of at most `block_rows` rows (the model's batch).
-
-    A row group is what the file's writer chose: img2dataset's hold 100 rows, other
-    writers' a whole shard. Each block is an actor's task, so a big row group would
-    be one actor's work for as long as it takes (on a CPU an hour of ViT-B-32 for
-    10,000 rows) while another actor idles at the end of the job.
+def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Table]:
+    """Ray Data stage: each incoming row is a read task; yield one table per row group.
 
     A row group that cannot be read yields nothing: the writer sees the gap,
     fails that shard with the reason, and the other shards carry on.
@@ -104,8 +96,6 @@ def read_stage(
                 columns=columns,
                 storage_options=source.storage_options,
             )
-            for start in range(0, table.num_rows, block_rows):
-                first = {**task, "first_row": task["first_row"] + start}
-                yield model_inputs(table.slice(start, block_rows), first, source)
+            yield model_inputs(table, task, source)
         except Exception as error:  # reported per shard by the writer
             log.warning("cannot read %s row group %s: %s", task["url"], task["row_group"], error)

@@ -105,7 +105,6 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     models = [m.model_dump() for m in config.models]
-    batch_size = max(m.batch_size for m in config.models)
     dataset = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
     readers = ray.data.TaskPoolStrategy(size=plan.read_tasks)
     # Half a CPU each: light tasks, and a different footprint from the actors keeps
@@ -114,7 +113,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         read_stage,
         batch_size=1,
         batch_format="numpy",
-        fn_kwargs={"source": config.input, "block_rows": batch_size},
+        fn_kwargs={"source": config.input},
         num_cpus=READ_CPUS,
         compute=readers,
     )
@@ -128,7 +127,7 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
     )
     return dataset.map_batches(
         ClipScorer,
-        batch_size=batch_size,
+        batch_size=max(m.batch_size for m in config.models),
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=plan.actors,

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError, InputConfig
-from pipeline.io.reader import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK, model_inputs, read_stage
+from pipeline.io.reader import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK, model_inputs
 from pipeline.io.shards import discover
 
 
@@ -68,18 +68,6 @@ def test_unreadable_shard_is_a_failure_not_a_crash(memfs):
     assert [s.name for s in found.shards] == ["00000"]
     assert found.failures[0].name == "00001"
     assert "unreadable Parquet" in found.failures[0].error
-
-
-def test_a_row_group_larger_than_the_batch_reaches_the_actors_in_batch_sized_blocks(memfs):
-    """A whole shard in one row group would be one actor's task while the others idle."""
-    put_table(memfs, "/s/00000.parquet", 13, row_group_size=10)
-    (shard,) = discover(["memory:///s"], {}).shards
-    tasks = shard.row_group_tasks()
-    batch = {key: [task[key] for task in tasks] for key in tasks[0]}
-    blocks = list(read_stage(batch, source=InputConfig(path="memory:///s"), block_rows=4))
-    assert [block.num_rows for block in blocks] == [4, 4, 2, 3]
-    assert [r for block in blocks for r in block[ROW].to_pylist()] == list(range(13))
-    assert {r for block in blocks for r in block[SHARD].to_pylist()} == {shard.index}
 
 
 def test_model_inputs_carry_upstream_failures():
