@@ -83,7 +83,7 @@ print('data:', web_pairs(Path('/tmp/bench/shards'), WebPairsSpec(pairs=${PAIRS:-
 generator=$!
 # The CUDA tests first: short, and a failure there explains a failing bench.
 tests 90 -k "cuda or test_streams" tests/images/test_resize.py tests/images/test_tensor_path.py \
-  tests/scoring/test_in_flight.py tests/scoring/test_streams.py
+  tests/scoring/test_in_flight.py tests/scoring/test_streams.py tests/scoring/test_decode_parts.py
 step "waiting for the data"
 wait "$generator"
 rm -f /tmp/bench-done

@@ -185,6 +185,13 @@ class ImagesConfig(_Section):
         default="auto",
         description="auto: nvJPEG + tensor preprocessing on GPU actors, PIL on CPU actors.",
     )
+    max_decoded_pixels: int = Field(
+        default=2**29,
+        gt=0,
+        description="Decoded pixels a batch holds at once (3 bytes each; on the GPU for "
+        "nvJPEG): a batch whose headers declare more is decoded and preprocessed a part at "
+        "a time. Lower it for a small GPU or large photos; an image over it goes alone.",
+    )
 
 
 class RayConfig(_Section):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipeline.images.encoded import JpegFrame
 from pipeline.status import RowStatus
 
 # The size check below replaces PIL's own global limit, which warns or raises
@@ -41,6 +42,28 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+def _header_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(width, height) from the header PIL reads; raises what PIL raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+
+
+def declared_pixels(data: bytes | memoryview | None, frame: JpegFrame | None = None) -> int:
+    """Pixels the image's header declares, without decoding it: the JPEG frame where one
+    was read, else PIL's header; 0 where no header reads (its decode will fail)."""
+    if frame is not None:
+        return frame.width * frame.height
+    if not data:
+        return 0
+    try:
+        width, height = _header_size(data)
+    except Exception:
+        return 0
+    return width * height
+
+
 def probe(data: bytes | None, *, max_pixels: int) -> Decoded | None:
     """The failure that ends the row, read from the header alone; None if it may be decoded."""
     if data is None:
@@ -48,10 +71,7 @@ def probe(data: bytes | None, *, max_pixels: int) -> Decoded | None:
     if len(data) == 0:
         return Decoded(None, RowStatus.DECODE_ERROR, "image bytes are empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+        width, height = _header_size(data)
     except Image.UnidentifiedImageError:
         return Decoded(None, RowStatus.DECODE_ERROR, "not an image (unrecognised format)")
     except Exception as error:

@@ -9,7 +9,7 @@ the bad ones were not there.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ImagesConfig, ModelConfig
-from pipeline.images.decode import Decoded, decode_image, over_limit
-from pipeline.images.encoded import ImageBytes, jpeg_frame
+from pipeline.images.decode import Decoded, declared_pixels, decode_image, over_limit
+from pipeline.images.encoded import ImageBytes, JpegFrame, jpeg_frame
 from pipeline.images.tensor import TensorPreprocess, decode_jpegs, orient
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
@@ -47,6 +47,30 @@ class RowChecks:
     image_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     text_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
+    @classmethod
+    def join(cls, parts: list[tuple[int, RowChecks]]) -> RowChecks:
+        """One batch's checks from its parts' (first row, checks), in row order."""
+        return cls(
+            status=[status for _, checks in parts for status in checks.status],
+            error=[error for _, checks in parts for error in checks.error],
+            image_rows=np.concatenate([checks.image_rows + start for start, checks in parts]),
+            text_rows=np.concatenate([checks.text_rows + start for start, checks in parts]),
+        )
+
+
+def pixel_parts(pixels: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Row ranges, in order, whose declared pixels add up to at most `budget` (an image over
+    it goes alone). A batch decoded at once holds every image at full size: 1,024
+    12-megapixel photos are 37 GB, so such a batch is decoded a part at a time."""
+    parts, start, held = [], 0, 0
+    for row, size in enumerate(pixels):
+        if held + size > budget and row > start:
+            parts.append((start, row))
+            start, held = row, 0
+        held += size
+    parts.append((start, len(pixels)))
+    return parts
+
 
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
@@ -57,13 +81,15 @@ def check_rows(
     *,
     jpeg_device: str | None = None,
     mapper: Mapper = map,
+    frames: Sequence[JpegFrame | None] | None = None,
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
     With `jpeg_device`, complete JPEGs whose frame header reads are decoded there
     in one batch, straight from the column's memory; anything else, and any JPEG
     that decoder refuses, goes through PIL, which sets its status. PIL decodes
-    go through `mapper` (a thread pool's map runs them in parallel).
+    go through `mapper` (a thread pool's map runs them in parallel). `frames`: the
+    rows' JPEG frames where the caller has read them already.
     """
     upstream_ok = table[UPSTREAM_OK].to_pylist()
     upstream_error = table[UPSTREAM_ERROR].to_pylist()
@@ -77,7 +103,9 @@ def check_rows(
         if not upstream_ok[row]:
             results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
             continue
-        frame = jpeg_frame(data.view(row)) if jpeg_device else None
+        frame = None
+        if jpeg_device:
+            frame = frames[row] if frames is not None else jpeg_frame(data.view(row))
         if frame is None or not frame.complete or frame.components not in NVJPEG_COMPONENTS:
             with_pil.append(row)
         elif failure := over_limit(frame.width, frame.height, max_pixels=images.max_pixels):
@@ -175,6 +203,10 @@ class ClipScorer:
         wanted = self.images.decode == "tensor" or (self.images.decode == "auto" and on_gpu)
         usable = wanted and all(step is not None for step in tensor_steps)
         self.tensor_steps = tensor_steps if usable else [None] * len(self.models)
+        self.pixel_keys = [
+            step if step is not None else repr(loaded.preprocess)
+            for loaded, step in zip(self.models, self.tensor_steps, strict=True)
+        ]
         self.jpeg_device = device if usable else None
         self.pin = on_gpu
         self.preparing = PrepareStream(device)
@@ -185,15 +217,40 @@ class ClipScorer:
             self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
     def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
-        """All of a batch's images as one float tensor, pinned when it is bound for a GPU."""
+        """A part's images as one float tensor on the tensor path's device, else the CPU."""
         import torch
 
         if not images:
             return None
         if tensor_step is not None:
             return tensor_step(images, self.device)
-        pixels = torch.stack(list(self.mapper(loaded.preprocess, images)))
-        return pixels.pin_memory() if self.pin else pixels
+        return torch.stack(list(self.mapper(loaded.preprocess, images)))
+
+    def _part(self, table: pa.Table, frames: list[JpegFrame | None]) -> tuple[RowChecks, dict]:
+        """One part's checks and pixels by preprocess; its decoded images are let go here,
+        before the next part decodes."""
+        checks = check_rows(
+            table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper, frames=frames
+        )
+        made: dict[Any, Any] = {}  # models with the same preprocess share its output
+        for loaded, step, key in zip(self.models, self.tensor_steps, self.pixel_keys, strict=True):
+            if key not in made:
+                made[key] = self._pixels(loaded, step, checks.images)
+        checks.images = []
+        return checks, made
+
+    def _joined(self, parts: list[dict[Any, Any]]) -> list[Any]:
+        """Each model's pixels for the whole batch, pinned when they go from the CPU to a GPU."""
+        import torch
+
+        joined: dict[Any, Any] = {}
+        for key in parts[0]:
+            pieces = [made[key] for made in parts if made[key] is not None]
+            pixels = pieces[0] if len(pieces) == 1 else torch.cat(pieces) if pieces else None
+            if pixels is not None and self.pin and pixels.device.type == "cpu":
+                pixels = pixels.pin_memory()
+            joined[key] = pixels
+        return [joined[key] for key in self.pixel_keys]
 
     def _tokens(self, config: ModelConfig, table: pa.Table, rows: np.ndarray) -> Any:
         import torch
@@ -206,20 +263,22 @@ class ClipScorer:
         return ids.pin_memory() if self.pin else ids
 
     def prepare(self, table: pa.Table) -> Prepared:
+        """A batch's statuses, pixels and token ids; decoded a part at a time, each part's
+        declared pixels within `images.max_decoded_pixels`."""
+        data = ImageBytes(table[IMAGE])
+        frames = [jpeg_frame(data.view(row)) for row in range(len(data))]
+        limit = self.images.max_pixels  # larger images are refused from their header
+        sizes = [declared_pixels(data.view(row), frame) for row, frame in enumerate(frames)]
+        sizes = [size if size <= limit else 0 for size in sizes]
+        parts = pixel_parts(sizes, self.images.max_decoded_pixels)
         with self.preparing.active():
-            checks = check_rows(
-                table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper
-            )
-            made: dict[Any, Any] = {}  # models with the same preprocess share its output
-            pixels = []
-            for loaded, step in zip(self.models, self.tensor_steps, strict=True):
-                key = step if step is not None else repr(loaded.preprocess)
-                if key not in made:
-                    made[key] = self._pixels(loaded, step, checks.images)
-                pixels.append(made[key])
+            done = [
+                (start, *self._part(table[start:stop], frames[start:stop])) for start, stop in parts
+            ]
+            pixels = self._joined([made for _, _, made in done])
             ready = self.preparing.done()
+        checks = RowChecks.join([(start, checks) for start, checks, _ in done])
         tokens = [self._tokens(config, table, checks.text_rows) for config in self.configs]
-        checks.images = []
         return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens, ready=ready)
 
     def _encode(self, loaded: LoadedModel, size: int, pixels: Any, tokens: Any):

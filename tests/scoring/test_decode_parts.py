@@ -1,0 +1,188 @@
+"""A batch of large images is decoded a part at a time: memory stays bounded, scores do not move.
+
+A batch decoded at once holds every image at full size until it is preprocessed
+(on a GPU actor, in GPU memory): 1,024 twelve-megapixel photos are 37 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.scoring.local import score_table, scorer_for
+from pipeline.scoring.scorer import pixel_parts
+from pipeline.synth.dataset import IMG2DATASET_SCHEMA
+from tests.builders import TINY, bomb_png, encode, jpeg, photo, row
+from tests.images.devices import DEVICES
+
+# The same rows scored with a budget that holds the batch and one of a few images.
+WHOLE, SMALL = 2**40, 3 * 400 * 300
+
+
+@pytest.mark.parametrize(
+    ("pixels", "budget", "parts"),
+    [
+        ([5, 5, 5, 5], 10, [(0, 2), (2, 4)]),
+        ([5, 5, 5], 12, [(0, 2), (2, 3)]),
+        ([3, 20, 3, 3], 10, [(0, 1), (1, 2), (2, 4)]),  # over the budget: alone
+        ([20, 20], 10, [(0, 1), (1, 2)]),
+        ([0, 0, 7, 0, 0], 7, [(0, 5)]),  # rows without an image cost nothing
+        ([4, 4, 4], 100, [(0, 3)]),
+        ([], 10, [(0, 0)]),
+    ],
+)
+def test_parts_cover_every_row_once_in_order_within_the_budget(pixels, budget, parts):
+    assert pixel_parts(pixels, budget) == parts
+
+
+def _config(checkpoint, *, decode: str, budget: int, models: int = 1):
+    return parse_config(
+        {
+            "input": {"path": "unused"},
+            "output": {"path": "unused"},
+            "models": [
+                {"alias": f"m{i}", "name": TINY, "pretrained": str(checkpoint), "batch_size": 4}
+                for i in range(models)
+            ],
+            "images": {"decode": decode, "max_decoded_pixels": budget},
+        }
+    )
+
+
+def mixed_rows() -> pa.Table:
+    """Large and small JPEGs between rows that fail in every way, and a PNG (PIL's way)."""
+    cmyk = encode(photo(5, (300, 200)).convert("CMYK"))
+    rows = [
+        row("0", jpeg(1, (400, 300)), "a large photo"),
+        row("1", None, "failed download", status="failed_to_download", error="timeout"),
+        row("2", jpeg(2, (64, 48)), "a small photo"),
+        row("3", b"\xff\xd8\xff not a jpeg", "corrupt bytes"),
+        row("4", jpeg(3, (400, 300)), None),
+        row("5", encode(photo(4, (300, 400)), "PNG"), "a large png"),
+        row("6", bomb_png(), "a bomb"),
+        row("7", cmyk, "a cmyk photo"),
+        row("8", jpeg(6, (400, 300)), "another large photo"),
+        row("9", jpeg(7, (400, 300))[:-2000], "cut off"),
+        row("10", jpeg(8, (400, 300)), "the last large photo"),
+    ]
+    return pa.Table.from_pylist(rows, schema=IMG2DATASET_SCHEMA)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_a_batch_decoded_in_parts_scores_as_when_decoded_at_once(tiny_checkpoint, decode, device):
+    """On a GPU the tensor path's resize chunks differ with the parts (bf16 there, too)."""
+    table = mixed_rows()
+    out = {}
+    for budget in (WHOLE, SMALL):
+        config = _config(tiny_checkpoint, decode=decode, budget=budget)
+        out[budget] = score_table(table, config, scorer_for(config, device=device))
+    whole, parts = out[WHOLE], out[SMALL]
+    statuses = whole["_winnow_status"].to_pylist()
+    assert statuses.count("ok") == 6, statuses
+    assert parts["_winnow_status"].to_pylist() == statuses
+    assert parts["_winnow_error"].to_pylist() == whole["_winnow_error"].to_pylist()
+    for column in ("m0_score", "m0_image_embedding", "m0_text_embedding"):
+        assert parts[column].is_null().to_pylist() == whole[column].is_null().to_pylist()
+        np.testing.assert_allclose(
+            np.asarray([v for v in parts[column].to_pylist() if v is not None], np.float64),
+            np.asarray([v for v in whole[column].to_pylist() if v is not None], np.float64),
+            atol=1e-6 if device == "cpu" else 1e-3,
+        )
+
+
+def test_models_with_one_preprocess_share_their_pixels_across_parts(tiny_checkpoint):
+    from pipeline.io.reader import model_inputs
+    from pipeline.scoring.captions import tokenize_stage
+
+    config = _config(tiny_checkpoint, decode="pil", budget=SMALL, models=2)
+    scorer = scorer_for(config)
+    inputs = model_inputs(mixed_rows(), {"shard": 0, "first_row": 0}, config.input)
+    prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
+    assert prepared.pixels[0].shape[0] == len(prepared.checks.image_rows) == 7
+    assert prepared.pixels[0] is prepared.pixels[1]
+
+
+PEAK = """
+import json, resource, sys
+import pyarrow as pa
+from pipeline.config import parse_config
+from pipeline.scoring.local import score_table, scorer_for
+from pipeline.synth.dataset import IMG2DATASET_SCHEMA
+from tests.builders import TINY, jpeg, row
+
+decode, budget, count, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+config = parse_config({"input": {"path": "unused"}, "output": {"path": "unused"},
+    "models": [{"name": TINY, "batch_size": count}],
+    "images": {"decode": decode, "max_decoded_pixels": budget}})
+scorer = scorer_for(config)
+def table(rows):
+    return pa.Table.from_pylist(rows, schema=IMG2DATASET_SCHEMA)
+big = jpeg(1, (side, side * 3 // 4))
+score_table(table([row("0", jpeg(2), "warm up")]), config, scorer)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = score_table(table([row(str(i), big, "a photo") for i in range(count)]), config, scorer)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grew_kb": grew, "ok": out["_winnow_status"].to_pylist().count("ok")}))
+"""
+
+
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_a_batch_of_large_photos_holds_at_most_the_budget_decoded(decode):
+    """24 photos of 2400x1800 are 311 MB decoded; with a budget of two of them, the
+    scoring process's peak memory grows by a fraction of that."""
+    count, side = 24, 2400
+    decoded_kb = count * side * (side * 3 // 4) * 3 // 1024
+    budget = 2 * side * (side * 3 // 4)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, decode, str(budget), str(count), str(side)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["ok"] == count
+    assert measured["grew_kb"] < decoded_kb // 3, (measured, decoded_kb)
+
+
+def test_a_photo_over_the_budget_is_still_scored(tiny_checkpoint):
+    config = _config(tiny_checkpoint, decode="pil", budget=1000)
+    table = pa.Table.from_pylist(
+        [row("0", jpeg(1, (400, 300)), "a large photo"), row("1", jpeg(2), "a small photo")],
+        schema=IMG2DATASET_SCHEMA,
+    )
+    out = score_table(table, config, scorer_for(config))
+    assert out["_winnow_status"].to_pylist() == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])
+def test_a_gpu_actor_holds_at_most_the_budget_decoded_in_gpu_memory(tiny_checkpoint, device):
+    """nvJPEG's output comes from torch's allocator: its peak is the decoded part's."""
+    import torch
+
+    count, side = 24, 2400
+    decoded = count * side * (side * 3 // 4) * 3
+    config = _config(tiny_checkpoint, decode="auto", budget=2 * side * (side * 3 // 4))
+    scorer = scorer_for(config, device=device)
+    big = jpeg(1, (side, side * 3 // 4))
+    table = pa.Table.from_pylist(
+        [row(str(i), big, "a photo") for i in range(count)], schema=IMG2DATASET_SCHEMA
+    )
+    score_table(table[:1], config, scorer)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = score_table(table, config, scorer)
+    torch.cuda.synchronize()
+    assert out["_winnow_status"].to_pylist() == ["ok"] * count
+    assert torch.cuda.max_memory_allocated() - before < decoded // 3
