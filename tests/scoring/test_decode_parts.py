@@ -114,8 +114,6 @@ PEAK = """
 import json, resource, sys
 import pyarrow as pa
 from pipeline.config import parse_config
-from pipeline.io.reader import model_inputs
-from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from tests.builders import TINY, jpeg, row
