@@ -93,7 +93,8 @@ def decode_tensor(
     (nvJPEG on a GPU) and tensor preprocess, batch by batch.
 
     Then microseconds per image in each phase, over a few batches with the device
-    synchronised between phases: where an actor's time goes when decode bounds it.
+    synchronised between phases: where an actor's time goes when decode bounds it, and
+    how much of it the calling thread spent on the CPU (host work, if near the whole).
     On a GPU, the resize phase is timed image by image too, as it ran before the
     chunked one (`TensorPreprocess(batched=False)`), for the ratio in one run.
     """
@@ -123,10 +124,16 @@ def decode_tensor(
         phases[IMAGE_BY_IMAGE] = 0.0
     timed = batches[:4]
 
+    # The calling thread's CPU time in each phase before it waits for the device: near the
+    # wall time where host work bounds the phase (torchvision's GPU decode waits inside, and
+    # CUDA spins while waiting, so there it counts the wait).
+    host = dict.fromkeys(phases, 0.0)
+
     @contextmanager
     def clocked(phase: str) -> Iterator[None]:
-        clock = time.perf_counter()
+        clock, thread = time.perf_counter(), time.thread_time()
         yield
+        host[phase] += time.thread_time() - thread
         synchronise(device)
         phases[phase] += time.perf_counter() - clock
 
@@ -147,4 +154,5 @@ def decode_tensor(
     return {
         "images_per_s": rate,
         "us_per_image": {phase: round(seconds / count, 1) for phase, seconds in phases.items()},
+        "host_us_per_image": {phase: round(seconds / count, 1) for phase, seconds in host.items()},
     }

@@ -49,6 +49,8 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
         "resize + crop + normalise",
     ]
     assert all(us > 0 for us in phases.values())
+    host = result["tensor_path_host_us_per_image"]
+    assert list(host) == list(phases) and all(us > 0 for us in host.values())
     used = result["job_cpu"]
     assert used["by_kind"]["model actors"] > 0  # the job's actors ran in its Ray's processes
     assert used["seconds"] > 0 and 0 <= used["idle"] <= used["cores"]
@@ -60,7 +62,10 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
         *(["model only (one process)"] if several else []),
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
-        "tensor path per image, cpu synchronised between phases: header checks + JPEG",
+        "tensor path per image, cpu synchronised between phases (the calling thread's CPU "
+        "time before it waits): header checks + JPEG decode "
+        f"{phases['header checks + JPEG decode']:,.1f} us "
+        f"({host['header checks + JPEG decode']:,.1f})",
         "end to end (the job)",
         f"CPU over the job's {used['seconds']:.0f} s, in cores of {used['cores']}: model actors",
         "tensor vs PIL decode path, 24 rows",
@@ -92,6 +97,7 @@ def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
     rates = result["rates"]
     assert rates["decode_cpu_images_per_s"] is rates["decode_tensor_images_per_s"] is None
     assert result["tensor_path_us_per_image"] is result["tensor_vs_pil_score_difference"] is None
+    assert result["tensor_path_host_us_per_image"] is None
     assert rates["model_only_pairs_per_s"] > 0 and rates["end_to_end_pairs_per_s"] > 0
     text = table(result)
     assert "decode + preprocess" not in text
