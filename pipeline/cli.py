@@ -23,6 +23,16 @@ class QuietLibraries(logging.Filter):
         )
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -84,17 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bench.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    bench.add_argument("--pairs", type=int, default=2048)
-    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--pairs", type=_at_least_one, default=2048)
+    bench.add_argument("--batch-size", type=_at_least_one, default=256)
     bench.add_argument(
         "--in-flight",
-        type=int,
+        type=_at_least_one,
         default=2,
         help="batches per GPU actor (ray.batches_in_flight); CPU actors take one",
     )
     bench.add_argument(
         "--actors",
-        type=int,
+        type=_at_least_one,
         default=None,
         help="model actors (ray.num_actors; default one per GPU, or sized to the CPUs); "
         "more than the GPUs share them",

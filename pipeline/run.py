@@ -82,7 +82,8 @@ def _staged(config: WinnowConfig, layout: OutputLayout) -> WinnowConfig:
 def preflight(config: WinnowConfig) -> list[str]:
     warnings = []
     for index, model in enumerate(config.models):
-        warnings += check_model(model, where=f"models.{index}")
+        key = f"models.{index}"
+        warnings += check_model(model, name_key=f"{key}.name", pretrained_key=f"{key}.pretrained")
     return warnings
 
 

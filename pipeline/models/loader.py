@@ -152,8 +152,11 @@ def embedding_dim(config: ModelConfig) -> int:
     return _probe_dim(open_clip().create_model(name, load_weights=False), "cpu")
 
 
-def check_model(config: ModelConfig, *, where: str) -> list[str]:
-    """Refuse a model entry that cannot load, before any work; return warnings worth showing."""
+def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> list[str]:
+    """Refuse a model entry that cannot load, before any work; return warnings worth showing.
+
+    The keys are what the user set them with (a config key, a command-line flag): the
+    errors name them."""
     from pipeline.config import ConfigError
 
     name, pretrained = model_identifier(config)
@@ -162,11 +165,11 @@ def check_model(config: ModelConfig, *, where: str) -> list[str]:
     if _architecture(name) is None:
         close = [m for m in open_clip().list_models() if name.lower()[:5] in m.lower()][:8]
         raise ConfigError(
-            f"{where}.name: {name!r} is not an open_clip architecture"
+            f"{name_key}: {name!r} is not an open_clip architecture"
             + (f"; similar: {', '.join(close)}" if close else "; see open_clip.list_models()")
         )
     if pretrained is None:
-        return [f"{where}: no pretrained weights given, so {name} scores with random weights"]
+        return [f"{pretrained_key}: none given, so {name} scores with random weights"]
     if _is_remote(pretrained):
         import fsspec
 
@@ -180,7 +183,7 @@ def check_model(config: ModelConfig, *, where: str) -> list[str]:
         return []
     tags = module.list_pretrained_tags_by_model(name)
     raise ConfigError(
-        f"{where}.pretrained: {pretrained!r} is neither an existing checkpoint file nor a "
+        f"{pretrained_key}: {pretrained!r} is neither an existing checkpoint file nor a "
         f"pretrained tag of {name}"
         + (f" (tags: {', '.join(tags)})" if tags else "")
         + "; use a tag, a checkpoint path, or hf-hub:org/repo"

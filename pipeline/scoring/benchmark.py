@@ -25,8 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ModelConfig, RayConfig, WinnowConfig, parse_config
-from pipeline.models.loader import get_tokenizer, load_model, resolve_precision, tokenizer_name
+from pipeline.config import ConfigError, ModelConfig, RayConfig, WinnowConfig, parse_config
+from pipeline.models.loader import (
+    check_model,
+    get_tokenizer,
+    load_model,
+    resolve_precision,
+    tokenizer_name,
+)
 from pipeline.scoring.cpu_use import CpuUse, cpu_use
 from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
@@ -61,6 +67,8 @@ def _device(spec: BenchSpec) -> str:
 
     if spec.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch finds no CUDA device here; use --device cpu")
     return spec.device
 
 
@@ -203,7 +211,8 @@ def _step(what: str, measure: Callable[[], T]) -> T:
 
 
 def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
-
+    # Checked as a job checks its config, before minutes of data and measurements.
+    check_model(_model(spec), name_key="--model", pretrained_key="--pretrained")
     device = _device(spec)
     plan = layout(spec, device)
     data = workdir / "shards"

@@ -24,7 +24,8 @@ def test_checking_a_checkpoint_model_does_not_import_open_clip(tiny_checkpoint):
         "from pipeline.config import ModelConfig\n"
         "from pipeline.models.loader import check_model, embedding_dim\n"
         f"model = ModelConfig(alias='clip', name={TINY!r}, pretrained={str(tiny_checkpoint)!r})\n"
-        "assert check_model(model, where='models.0') == []\n"
+        "keys = {'name_key': 'models.0.name', 'pretrained_key': 'models.0.pretrained'}\n"
+        "assert check_model(model, **keys) == []\n"
         "print(embedding_dim(model), 'open_clip' in sys.modules, 'torch' in sys.modules)\n"
     )
     result = subprocess.run(
