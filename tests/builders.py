@@ -17,6 +17,10 @@ from PIL import Image
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 
 TINY = "winnow-test-tiny"
+# The demo model this repository trains and ships (`winnow-tiny`, 64 px).
+DEMO_CHECKPOINT = (
+    Path(__file__).parents[1] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
+)
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,11 +14,7 @@ from pipeline.config import parse_config
 from pipeline.dedup.semantic import spherical_kmeans
 from pipeline.run import run
 from pipeline.synth.scenes import Scene, render
-from tests.builders import row, write_shard
-
-CHECKPOINT = (
-    Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
-)
+from tests.builders import DEMO_CHECKPOINT, row, write_shard
 
 
 def encode(image: Image.Image, quality: int = 90) -> bytes:
@@ -79,7 +74,7 @@ def test_planted_near_duplicates_are_found_across_shards(tmp_path):
         {
             "input": {"path": str(tmp_path / "in")},
             "output": {"path": str(tmp_path / "out")},
-            "models": [{"name": "winnow-tiny", "pretrained": str(CHECKPOINT)}],
+            "models": [{"name": "winnow-tiny", "pretrained": str(DEMO_CHECKPOINT)}],
             "filters": [{"type": "semantic_dedup", "eps": 0.075, "cluster_size": 8}],
         }
     )

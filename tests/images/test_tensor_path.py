@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -18,12 +16,8 @@ from pipeline.scoring.decode_rates import actor_rows
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows
-from tests.builders import bomb_png, encode, jpeg, photo, row, with_exif
+from tests.builders import DEMO_CHECKPOINT, bomb_png, encode, jpeg, photo, row, with_exif
 from tests.images.devices import DEVICES
-
-CHECKPOINT = (
-    Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
-)
 
 
 def rows() -> pa.Table:
@@ -44,7 +38,9 @@ def scores(decode: str, device: str) -> tuple[np.ndarray, list[str]]:
         {
             "input": {"path": "unused"},
             "output": {"path": "unused"},
-            "models": [{"name": "winnow-tiny", "pretrained": str(CHECKPOINT), "precision": "fp32"}],
+            "models": [
+                {"name": "winnow-tiny", "pretrained": str(DEMO_CHECKPOINT), "precision": "fp32"}
+            ],
             "images": {"decode": decode},
         }
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,11 +12,7 @@ from pipeline.models.train import TrainSpec, build_pool, train
 from pipeline.report.grading import roc_auc
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
-from tests.builders import TINY
-
-CHECKPOINT = (
-    Path(__file__).parents[2] / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
-)
+from tests.builders import DEMO_CHECKPOINT, TINY
 
 
 def test_a_few_training_steps_make_the_loss_fall():
@@ -36,7 +30,7 @@ def test_committed_checkpoint_loads_through_the_user_path_and_separates_noise():
         {
             "input": {"path": "unused"},
             "output": {"path": "unused"},
-            "models": [{"name": "winnow-tiny", "pretrained": str(CHECKPOINT)}],
+            "models": [{"name": "winnow-tiny", "pretrained": str(DEMO_CHECKPOINT)}],
         }
     )
     rows = list(generate_rows(SynthSpec(rows_per_shard=300, noise_fraction=0.5, seed=424242), 0))

@@ -7,9 +7,7 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.run import run
 from pipeline.synth.dataset import SynthSpec, write_synthetic
-
-ROOT = Path(__file__).parents[2]
-CHECKPOINT = ROOT / "pipeline" / "models" / "weights" / "winnow-tiny.safetensors"
+from tests.builders import DEMO_CHECKPOINT
 
 
 @pytest.fixture(scope="package")
@@ -21,7 +19,7 @@ def demo_run(tmp_path_factory, local_ray) -> Path:
         {
             "input": {"path": str(root / "in")},
             "output": {"path": str(root / "out")},
-            "models": [{"name": "winnow-tiny", "pretrained": str(CHECKPOINT)}],
+            "models": [{"name": "winnow-tiny", "pretrained": str(DEMO_CHECKPOINT)}],
             "filters": [{"type": "score_threshold", "value": 0.7}],
         }
     )
