@@ -190,7 +190,8 @@ class ImagesConfig(_Section):
         gt=0,
         description="Decoded pixels a batch holds at once (3 bytes each; on the GPU for "
         "nvJPEG): a batch whose headers declare more is decoded and preprocessed a part at "
-        "a time. Lower it for a small GPU or large photos; an image over it goes alone.",
+        "a time. Lower it for a small GPU or large photos; an image over it goes alone. "
+        "The PIL path preprocesses each image as it decodes it, so holds far less.",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,7 +25,9 @@ Image.MAX_IMAGE_PIXELS = None
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    image: Image.Image | None
+    # An RGB PIL image here; in the scorer also an nvJPEG tensor, or a PIL image's pixels
+    # once preprocessed in the same call as its decode.
+    image: Any
     status: RowStatus
     error: str | None = None
 

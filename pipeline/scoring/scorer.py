@@ -82,6 +82,7 @@ def check_rows(
     jpeg_device: str | None = None,
     mapper: Mapper = map,
     frames: Sequence[JpegFrame | None] | None = None,
+    finish: Callable[[Any], Any] | None = None,
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
@@ -89,7 +90,9 @@ def check_rows(
     in one batch, straight from the column's memory; anything else, and any JPEG
     that decoder refuses, goes through PIL, which sets its status. PIL decodes
     go through `mapper` (a thread pool's map runs them in parallel). `frames`: the
-    rows' JPEG frames where the caller has read them already.
+    rows' JPEG frames where the caller has read them already. `finish` is applied
+    to each PIL image in the same call as its decode, and its result kept instead:
+    a preprocess there lets each decoded image go at once.
     """
     upstream_ok = table[UPSTREAM_OK].to_pylist()
     upstream_error = table[UPSTREAM_ERROR].to_pylist()
@@ -118,10 +121,13 @@ def check_rows(
             if tensor is None:
                 with_pil.append(row)
             else:
-                results[row] = Decoded(orient(tensor, orientation), RowStatus.OK)  # type: ignore[arg-type]
+                results[row] = Decoded(orient(tensor, orientation), RowStatus.OK)
 
     def decode(row: int) -> Decoded:
-        return decode_image(data.bytes(row), max_pixels=images.max_pixels)
+        decoded = decode_image(data.bytes(row), max_pixels=images.max_pixels)
+        if finish is None or decoded.image is None:
+            return decoded
+        return Decoded(finish(decoded.image), decoded.status)
 
     results.update(zip(with_pil, mapper(decode, with_pil), strict=True))
     status, errors, decoded_images, image_rows, text_rows = [], [], [], [], []
@@ -207,6 +213,10 @@ class ClipScorer:
             step if step is not None else repr(loaded.preprocess)
             for loaded, step in zip(self.models, self.tensor_steps, strict=True)
         ]
+        # The PIL path's distinct preprocesses, in the order of their first model.
+        self.preprocesses = {
+            key: loaded.preprocess for key, loaded in zip(self.pixel_keys, self.models, strict=True)
+        }
         self.jpeg_device = device if usable else None
         self.pin = on_gpu
         self.preparing = PrepareStream(device)
@@ -216,26 +226,33 @@ class ClipScorer:
         if workers > 1:
             self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
 
-    def _pixels(self, loaded: LoadedModel, tensor_step: Any, images: list[Any]) -> Any:
-        """A part's images as one float tensor on the tensor path's device, else the CPU."""
-        import torch
-
-        if not images:
-            return None
-        if tensor_step is not None:
-            return tensor_step(images, self.device)
-        return torch.stack(list(self.mapper(loaded.preprocess, images)))
+    def _preprocessed(self, image: Any) -> tuple[Any, ...]:
+        """A PIL image through each of `preprocesses`, in their order."""
+        return tuple(preprocess(image) for preprocess in self.preprocesses.values())
 
     def _part(self, table: pa.Table, frames: list[JpegFrame | None]) -> tuple[RowChecks, dict]:
         """One part's checks and pixels by preprocess; its decoded images are let go here,
-        before the next part decodes."""
+        before the next part decodes. On the PIL path each image is preprocessed as it is
+        decoded, so only one a thread is held decoded."""
+        import torch
+
+        pil = self.jpeg_device is None
         checks = check_rows(
-            table, self.images, jpeg_device=self.jpeg_device, mapper=self.mapper, frames=frames
+            table,
+            self.images,
+            jpeg_device=self.jpeg_device,
+            mapper=self.mapper,
+            frames=frames,
+            finish=self._preprocessed if pil else None,
         )
-        made: dict[Any, Any] = {}  # models with the same preprocess share its output
-        for loaded, step, key in zip(self.models, self.tensor_steps, self.pixel_keys, strict=True):
-            if key not in made:
-                made[key] = self._pixels(loaded, step, checks.images)
+        made: dict[Any, Any] = dict.fromkeys(self.preprocesses)  # models with one share it
+        if checks.images:
+            for index, key in enumerate(made):
+                made[key] = (
+                    torch.stack([pixels[index] for pixels in checks.images])
+                    if pil
+                    else key(checks.images, self.device)  # there a key is its TensorPreprocess
+                )
         checks.images = []
         return checks, made
 

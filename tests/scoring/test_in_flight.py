@@ -14,7 +14,7 @@ from pipeline.config import parse_config
 from pipeline.io.reader import model_inputs
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.local import score_table, scorer_for
-from tests.builders import TINY, good_rows
+from tests.builders import DEMO_CHECKPOINT, TINY, good_rows
 from tests.images.devices import DEVICES
 
 
@@ -87,3 +87,39 @@ def test_models_with_the_same_preprocess_share_one_batch_of_pixels(tiny_checkpoi
     prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
     assert prepared.pixels[0].shape[0] == 5
     assert prepared.pixels[0] is prepared.pixels[1]
+
+
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_models_with_different_preprocesses_each_score_as_alone(tiny_checkpoint, decode):
+    """A 32 px and a 64 px model in one config: each gets its own size of pixels (on the
+    PIL path made in the same call as the decode), in the order of the models."""
+    models = [
+        {"alias": "small", "name": TINY, "pretrained": str(tiny_checkpoint)},
+        {"alias": "demo", "name": "winnow-tiny", "pretrained": str(DEMO_CHECKPOINT)},
+    ]
+
+    def config(entries):
+        return parse_config(
+            {
+                "input": {"path": "unused"},
+                "output": {"path": "unused", "embedding_dtype": "float32"},
+                "models": [{**entry, "precision": "fp32"} for entry in entries],
+                "images": {"decode": decode},
+            }
+        )
+
+    keys = ["key", "jpg", "caption", "status", "error_message"]
+    table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 5)])
+    both = config(models)
+    scorer = scorer_for(both)
+    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, both.input)
+    prepared = scorer.prepare(tokenize_stage(inputs, models=both.models))
+    assert [tuple(p.shape) for p in prepared.pixels] == [(5, 3, 32, 32), (5, 3, 64, 64)]
+    together = score_table(table, both, scorer)
+    for entry in models:
+        alone = config([entry])
+        single = score_table(table, alone, scorer_for(alone))
+        column = f"{entry['alias']}_score"
+        np.testing.assert_allclose(
+            together[column].to_numpy(), single[column].to_numpy(), atol=1e-6
+        )
