@@ -213,7 +213,8 @@ class ClipScorer:
             step if step is not None else repr(loaded.preprocess)
             for loaded, step in zip(self.models, self.tensor_steps, strict=True)
         ]
-        # The PIL path's distinct preprocesses, in the order of their first model.
+        # Each distinct preprocess by its key, in the order of its first model: models that
+        # share one share its pixels. The PIL path runs the values; the tensor path, the keys.
         self.preprocesses = {
             key: loaded.preprocess for key, loaded in zip(self.pixel_keys, self.models, strict=True)
         }
