@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.images.extreme import resized_too_large
 from pipeline.images.resize import (
     crop_geometry,
     host_to_device,
@@ -56,13 +57,16 @@ class TensorPreprocess:
 
         torchvision's Resize(shorter side) + CenterCrop geometry, with torch's own
         kernel called directly: torchvision's wrapper costs more than the kernel
-        launch. The result is unrounded on a GPU (CUDA has no uint8 bicubic); the
-        caller rounds the whole batch at once.
+        launch. The result is unrounded on a GPU (CUDA has no uint8 bicubic), and for
+        a thin image, resized by its crop's window alone (`extreme`); the caller
+        rounds the whole batch at once.
         """
         from torch.nn.functional import interpolate
         from torchvision.transforms.v2.functional import center_crop_image
 
         height, width = self.size
+        if resized_too_large(*image.shape[-2:], self.size):  # resized whole, it would not fit
+            return resize_crop([image], self.size, [placement(*image.shape[-2:], self.size)])[0]
         new_size, (top, left) = crop_geometry(*image.shape[-2:], self.size)
         if new_size != tuple(image.shape[-2:]):
             pixels = image if image.device.type == "cpu" else image.float()
