@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +17,7 @@ from pipeline.images.tensor import TensorPreprocess
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from tests.builders import DEMO_CHECKPOINT, TINY, encode, photo, row
+from tests.isolated import run_script
 
 SQUARE = (224, 224)
 
@@ -111,14 +107,6 @@ print(json.dumps({"grew_kb": grew, "status": out["_winnow_status"].to_pylist()})
 @pytest.mark.parametrize("decode", ["pil", "tensor"])
 def test_a_line_of_pixels_is_scored_without_its_resized_whole(decode):
     """1 x 65,535 at the demo model's 64 px is 64 x 4.2 M pixels resized whole (805 MB)."""
-    out = subprocess.run(
-        [sys.executable, "-c", LINES, decode, str(DEMO_CHECKPOINT)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    measured = run_script(LINES, decode, str(DEMO_CHECKPOINT))
     assert measured["status"] == ["ok", "ok"]
     assert measured["grew_kb"] < 100 * 1024, measured

@@ -6,12 +6,6 @@ A batch decoded at once holds every image at full size until it is preprocessed
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -24,6 +18,7 @@ from pipeline.scoring.scorer import pixel_parts
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from tests.builders import TINY, bomb_png, encode, jpeg, photo, row
 from tests.images.devices import DEVICES
+from tests.isolated import run_script
 
 # The same rows scored with a budget that holds the batch and one of a few images.
 WHOLE, SMALL = 2**40, 3 * 400 * 300
@@ -142,15 +137,7 @@ def test_a_batch_of_large_photos_holds_at_most_the_budget_decoded(decode, photos
     count, side = 24, 2400
     decoded_kb = count * side * (side * 3 // 4) * 3 // 1024
     budget = WHOLE if photos is None else photos * side * (side * 3 // 4)
-    out = subprocess.run(
-        [sys.executable, "-c", PEAK, decode, str(budget), str(count), str(side)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    measured = run_script(PEAK, decode, str(budget), str(count), str(side))
     assert measured["ok"] == count
     assert measured["grew_kb"] < decoded_kb // 3, (measured, decoded_kb)
 
