@@ -12,6 +12,7 @@ the bound (an aspect ratio of 64 to 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.images.resize import crop_geometry
@@ -28,13 +29,44 @@ def resized_too_large(height: int, width: int, size: tuple[int, int]) -> bool:
     return covers and new_height * new_width > MOST_RESIZED * size[0] * size[1]
 
 
-def crop_box_resize(image: Any, size: tuple[int, int]) -> Any:
-    """An RGB PIL image resized (bicubic) and centre-cropped to `size` in one resize of the
-    source box the crop reads, as Resize(shorter side) + CenterCrop place it."""
+@dataclass(frozen=True, kw_only=True)
+class ThinCrop:
+    """A model's Resize(shorter side) + CenterCrop, for the PIL images it would not fit."""
+
+    size: tuple[int, int]
+    interpolation: str  # "bicubic" or "bilinear", as open_clip's preprocess config says
+
+    @classmethod
+    def of(cls, model: Any) -> ThinCrop | None:
+        """None where the model's preprocess does not resize the shorter side."""
+        config = getattr(model.visual, "preprocess_cfg", None) or {}
+        interpolation = config.get("interpolation", "bicubic")
+        if config.get("resize_mode", "shortest") != "shortest" or interpolation not in (
+            "bicubic",
+            "bilinear",
+        ):
+            return None
+        size = config["size"]
+        return cls(
+            size=(size, size) if isinstance(size, int) else tuple(size), interpolation=interpolation
+        )
+
+    def fit(self, image: Any) -> Any:
+        """The image as it is, or, if thin, already resized and cropped to the model's size."""
+        width, height = image.size
+        if not resized_too_large(height, width, self.size):
+            return image
+        return crop_box_resize(image, self.size, self.interpolation)
+
+
+def crop_box_resize(image: Any, size: tuple[int, int], interpolation: str = "bicubic") -> Any:
+    """An RGB PIL image resized and centre-cropped to `size` in one resize of the source box
+    the crop reads, as Resize(shorter side) + CenterCrop place it."""
     from PIL import Image
 
     width, height = image.size
     (new_height, new_width), (top, left) = crop_geometry(height, width, size)
     across, down = width / new_width, height / new_height
     box = (left * across, top * down, (left + size[1]) * across, (top + size[0]) * down)
-    return image.resize((size[1], size[0]), Image.Resampling.BICUBIC, box=box)
+    resample = Image.Resampling[interpolation.upper()]
+    return image.resize((size[1], size[0]), resample, box=box)

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipeline.config import ImagesConfig, ModelConfig
 from pipeline.images.decode import Decoded, declared_pixels, decode_image, over_limit
 from pipeline.images.encoded import ImageBytes, JpegFrame, jpeg_frame
-from pipeline.images.extreme import crop_box_resize, resized_too_large
+from pipeline.images.extreme import ThinCrop
 from pipeline.images.tensor import TensorPreprocess, decode_jpegs, orient
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
@@ -215,12 +215,12 @@ class ClipScorer:
             for loaded, step in zip(self.models, self.tensor_steps, strict=True)
         ]
         # Each distinct preprocess by its key, in the order of its first model: models that
-        # share one share its pixels. The PIL path runs the values (with the crop size a
-        # thin image is resized to first, where the preprocess is the usual one); the
-        # tensor path, the keys.
+        # share one share its pixels. The PIL path runs the values (each with the crop a
+        # thin image is resized to first, where the preprocess resizes the shorter side);
+        # the tensor path, the keys.
         self.preprocesses = {
-            key: (loaded.preprocess, step.size if step else None)
-            for key, loaded, step in zip(self.pixel_keys, self.models, tensor_steps, strict=True)
+            key: (loaded.preprocess, ThinCrop.of(loaded.model))
+            for key, loaded in zip(self.pixel_keys, self.models, strict=True)
         }
         self.jpeg_device = device if usable else None
         self.pin = on_gpu
@@ -234,14 +234,9 @@ class ClipScorer:
     def _preprocessed(self, image: Any) -> tuple[Any, ...]:
         """A PIL image through each of `preprocesses`, in their order; a thin one resized
         to the crop first, which its whole resized size would not fit (`extreme`)."""
-        width, height = image.size
         return tuple(
-            preprocess(
-                crop_box_resize(image, size)
-                if size and resized_too_large(height, width, size)
-                else image
-            )
-            for preprocess, size in self.preprocesses.values()
+            preprocess(thin.fit(image) if thin else image)
+            for preprocess, thin in self.preprocesses.values()
         )
 
     def _part(self, table: pa.Table, frames: list[JpegFrame | None]) -> tuple[RowChecks, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline.config import parse_config
-from pipeline.images.extreme import MOST_RESIZED, crop_box_resize, resized_too_large
+from pipeline.images.extreme import MOST_RESIZED, ThinCrop, crop_box_resize, resized_too_large
 from pipeline.images.resize import crop_geometry
 from pipeline.images.tensor import TensorPreprocess
 from pipeline.scoring.local import score_table, scorer_for
@@ -31,15 +32,36 @@ def test_only_images_whose_resized_whole_passes_the_bound_are_thin():
     assert not resized_too_large(100 * MOST_RESIZED * 4, 100, (224, 448))
 
 
+def model(**preprocess: object) -> SimpleNamespace:
+    """What ThinCrop reads of a model: its visual tower's open_clip preprocess config."""
+    return SimpleNamespace(visual=SimpleNamespace(preprocess_cfg=preprocess))
+
+
+def test_thin_crops_follow_the_models_preprocess_config():
+    bilinear = ThinCrop.of(model(size=(256, 256), interpolation="bilinear"))
+    assert bilinear == ThinCrop(size=(256, 256), interpolation="bilinear")
+    assert ThinCrop.of(model(size=224, interpolation="bicubic")).size == SQUARE
+    assert ThinCrop.of(model(size=224, resize_mode="squash")) is None  # nothing grows there
+    assert ThinCrop.of(model(size=224, interpolation="nearest")) is None
+    image = photo(1, (640, 480))
+    assert ThinCrop(size=SQUARE, interpolation="bicubic").fit(image) is image
+    thin = photo(1, (64, 8000))
+    for interpolation in ("bicubic", "bilinear"):
+        fitted = ThinCrop(size=SQUARE, interpolation=interpolation).fit(thin)
+        assert fitted.tobytes() == crop_box_resize(thin, SQUARE, interpolation).tobytes()
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
 @pytest.mark.parametrize("size", [(90, 9000), (9000, 90), (7, 4000)])
-def test_the_crop_box_resize_is_the_centre_crop_of_the_whole_resize(size):
+def test_the_crop_box_resize_is_the_centre_crop_of_the_whole_resize(size, interpolation):
     """Within a few grey levels on a photo (PIL orders its two passes differently)."""
     image = photo(3, size)
     width, height = image.size
     (new_height, new_width), (top, left) = crop_geometry(height, width, SQUARE)
-    whole = np.asarray(image.resize((new_width, new_height), 3), np.int16)
+    resample = Image.Resampling[interpolation.upper()]
+    whole = np.asarray(image.resize((new_width, new_height), resample), np.int16)
     expected = whole[top : top + 224, left : left + 224]
-    got = np.asarray(crop_box_resize(image, SQUARE), np.int16)
+    got = np.asarray(crop_box_resize(image, SQUARE, interpolation), np.int16)
     assert got.shape == expected.shape == (224, 224, 3)
     difference = np.abs(got - expected)
     assert difference.max() <= 4 and difference.mean() < 0.5, (difference.max(), difference.mean())
