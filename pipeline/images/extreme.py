@@ -29,6 +29,11 @@ def resized_too_large(height: int, width: int, size: tuple[int, int]) -> bool:
     return covers and new_height * new_width > MOST_RESIZED * size[0] * size[1]
 
 
+def preprocess_config(model: Any) -> dict[str, Any]:
+    """open_clip's preprocess config of a model (size, mean, std, interpolation, mode)."""
+    return getattr(model.visual, "preprocess_cfg", None) or {}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ThinCrop:
     """A model's Resize(shorter side) + CenterCrop, for the PIL images it would not fit."""
@@ -39,8 +44,8 @@ class ThinCrop:
     @classmethod
     def of(cls, model: Any) -> ThinCrop | None:
         """None where the model's preprocess does not resize the shorter side."""
-        config = getattr(model.visual, "preprocess_cfg", None) or {}
-        interpolation = config.get("interpolation", "bicubic")
+        config = preprocess_config(model)
+        interpolation = config.get("interpolation")
         if config.get("resize_mode", "shortest") != "shortest" or interpolation not in (
             "bicubic",
             "bilinear",

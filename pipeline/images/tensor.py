@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.images.extreme import resized_too_large
+from pipeline.images.extreme import ThinCrop, preprocess_config, resized_too_large
 from pipeline.images.resize import (
     crop_geometry,
     host_to_device,
@@ -42,15 +42,11 @@ class TensorPreprocess:
     @classmethod
     def of(cls, model: Any) -> TensorPreprocess | None:
         """The model's preprocess as tensor ops, or None when it is not the usual resize+crop."""
-        config = getattr(model.visual, "preprocess_cfg", None) or {}
-        if (
-            config.get("resize_mode", "shortest") != "shortest"
-            or config.get("interpolation") != "bicubic"
-        ):
+        crop = ThinCrop.of(model)  # the same Resize(shorter side) + CenterCrop
+        if crop is None or crop.interpolation != "bicubic":
             return None
-        size = config["size"]
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(size=size, mean=tuple(config["mean"]), std=tuple(config["std"]))
+        config = preprocess_config(model)
+        return cls(size=crop.size, mean=tuple(config["mean"]), std=tuple(config["std"]))
 
     def crop(self, image: Any) -> Any:
         """uint8 CHW of any size to CHW of the model's size, on the image's device.
