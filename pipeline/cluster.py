@@ -22,11 +22,30 @@ def resolve_address(settings: RayConfig) -> str:
     return os.environ.get("RAY_ADDRESS") or "local"
 
 
+def ray_data_console_to_warnings() -> None:
+    """Ray Data's INFO lines to its log file only, unless logging is at debug level (-v).
+
+    On a console that is not a terminal (a scheduled job's log, a notebook) Ray Data
+    logs a nine-line block of operator state every 10 s, besides its execution plan;
+    the run logs its own progress (`scoring.progress`), so a log shows the run's
+    lines. Warnings still show, and a Ray Data logging config of the user's own
+    (RAY_DATA_LOGGING_CONFIG) is left as it is.
+    """
+    if os.environ.get("RAY_DATA_LOGGING_CONFIG") or logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    import ray.data  # noqa: F401  (importing it sets up its loggers)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.name == "console":
+            handler.setLevel(logging.WARNING)
+
+
 @contextmanager
 def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
     """Join the configured cluster, or start a local Ray that ends with the run."""
     import ray
 
+    ray_data_console_to_warnings()
     started = False
     if not ray.is_initialized():
         address = resolve_address(settings)

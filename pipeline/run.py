@@ -25,6 +25,7 @@ from pipeline.models.loader import check_model, describe, embedding_dim, resolve
 from pipeline.report.summary import build_summary
 from pipeline.scoring.clock import StreamClock
 from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors, scored_blocks
+from pipeline.scoring.progress import StreamProgress, logged_every
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,10 @@ def _score(
     sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
     tasks = [task for shard in todo for task in shard.row_group_tasks()]
     log.info("scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe())
-    batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
-    sink.consume(clock.watch(batches))
+    progress = StreamProgress(
+        total_rows=sum(s.num_rows for s in todo), total_shards=len(todo), committed=sink.committed
+    )
+    with logged_every(progress.line):
+        batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
+        sink.consume(progress.watch(clock.watch(batches)))
     return sink.committed, sink.failures

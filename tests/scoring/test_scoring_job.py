@@ -153,7 +153,7 @@ def test_bad_input_zoo_gets_statuses_and_leaves_good_rows_alone(tmp_path, tiny_c
 
 
 def test_failed_and_empty_shards_are_reported_while_others_complete(
-    tmp_path, tiny_checkpoint, caplog
+    tmp_path, tiny_checkpoint, caplog, capfd, monkeypatch
 ):
     write_dataset(tmp_path / "in", shards=2, rows=6)
     write_shard(tmp_path / "in" / "empty.parquet", [])
@@ -163,11 +163,19 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(no_caption), tmp_path / "in" / "nocaption.parquet")
-    with caplog.at_level("INFO", logger="pipeline.io.sink"):
+    monkeypatch.setattr("pipeline.scoring.progress.PROGRESS_SECONDS", 0.2)
+    with (
+        caplog.at_level("INFO", logger="pipeline.io.sink"),
+        caplog.at_level("INFO", logger="pipeline.scoring.progress"),
+    ):
         result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
     failed = {f["shard"]: f["error"] for f in result.failed}
     assert set(failed) == {"truncated", "nocaption"}
-    # Progress on a long run: a line per committed shard.
+    # Progress on a long run: a line every so often (30 s; here 0.2 s, the first before
+    # the actors have started), and a line per committed shard.
+    assert "scoring: no rows back yet after 0 s" in caplog.text
+    # Ray Data's own progress block (its operators' state) stays in its log file.
+    assert "Total Progress" not in capfd.readouterr().err
     assert "committed shard empty: 0 rows (1 of 3 shards)" in caplog.text
     assert "committed shard 00000: 6 rows" in caplog.text
     assert "(3 of 3 shards)" in caplog.text
