@@ -307,7 +307,9 @@ class ClipScorer:
         tokens = [self._tokens(config, table, checks.text_rows) for config in self.configs]
         return Prepared(table=table, checks=checks, pixels=pixels, tokens=tokens, ready=ready)
 
-    def _encode(self, loaded: LoadedModel, size: int, pixels: Any, tokens: Any):
+    def _encode(
+        self, loaded: LoadedModel, size: int, pixels: Any, tokens: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
         import torch.nn.functional as F
 
