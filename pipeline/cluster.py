@@ -27,8 +27,8 @@ def ray_data_console_to_warnings() -> None:
 
     On a console that is not a terminal (a scheduled job's log, a notebook) Ray Data
     logs a nine-line block of operator state every 10 s, besides its execution plan;
-    the run logs its own progress (`scoring.progress`), so a log shows the run's
-    lines. Warnings still show, and a Ray Data logging config of the user's own
+    the run logs its own progress (`heartbeat`), so a log shows the run's lines.
+    Warnings still show, and a Ray Data logging config of the user's own
     (RAY_DATA_LOGGING_CONFIG) is left as it is.
     """
     if os.environ.get("RAY_DATA_LOGGING_CONFIG") or logging.getLogger().isEnabledFor(logging.DEBUG):

@@ -25,7 +25,7 @@ from pipeline.models.loader import check_model, describe, embedding_dim, resolve
 from pipeline.report.summary import build_summary
 from pipeline.scoring.clock import StreamClock
 from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors, scored_blocks
-from pipeline.scoring.progress import StreamProgress, logged_every
+from pipeline.scoring.progress import StreamProgress
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _score(
     progress = StreamProgress(
         total_rows=sum(s.num_rows for s in todo), total_shards=len(todo), committed=sink.committed
     )
-    with logged_every(progress.line):
+    with progress.logged():
         batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
         sink.consume(progress.watch(clock.watch(batches)))
     return sink.committed, sink.failures

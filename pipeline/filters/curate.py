@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from pipeline.config import ConfigError, WinnowConfig
@@ -26,6 +27,7 @@ from pipeline.filters.policies import (
     StatusPolicy,
 )
 from pipeline.filters.pool import TopFractionPolicy, pool_dataset
+from pipeline.heartbeat import duration, logged_every, so_far
 from pipeline.io.layout import FILTERED, REJECTED, OutputLayout
 from pipeline.io.shards import ShardFailure
 
@@ -61,7 +63,9 @@ def fit(policies: list[Policy], refs: list[ShardRef], config: WinnowConfig) -> N
     for index, policy in enumerate(policies):
         if isinstance(policy, PoolPolicy):
             before = policies[:index] if policy.fit_on_survivors else []
-            policy.fit(pool_dataset(refs, config, before=before, columns=policy.columns))
+            what = f"filters: fitting {policy.name} over the pool of {len(refs):,} shard(s)"
+            with logged_every(so_far(what), logger=log):
+                policy.fit(pool_dataset(refs, config, before=before, columns=policy.columns))
             log.info("fitted %s over the pool: %s", policy.name, policy.state())
 
 
@@ -105,17 +109,25 @@ def curate(
             continue
         pending[remote.remote(ref, config, shard_policies)] = (ref, record, stamp)
     log.info("filtering %d shard(s), %d unchanged since last filtered", len(pending), skipped)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        ref, record, stamp = pending.pop(ready[0])
-        try:
-            outcome = ray.get(ready[0])
-        except Exception as error:  # one shard's filtering fails, not the run
-            log.error("filtering shard %s failed: %s", ref.name, error)
-            failures.append(
-                ShardFailure(name=ref.name, url=ref.input, error=f"filtering failed: {error}")
-            )
-            continue
-        record["filters"] = {**outcome, "fingerprint": stamp}
-        layout.write_json(layout.stats(ref.name), record)
+    total, started = len(pending), time.monotonic()
+
+    def progress() -> str:
+        done, elapsed = total - len(pending), time.monotonic() - started
+        left = f", about {duration(elapsed / done * (total - done))} left" if done else ""
+        return f"filters: {done:,} of {total:,} shard(s) filtered{left}"
+
+    with logged_every(progress, logger=log):
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref, record, stamp = pending.pop(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except Exception as error:  # one shard's filtering fails, not the run
+                log.error("filtering shard %s failed: %s", ref.name, error)
+                failures.append(
+                    ShardFailure(name=ref.name, url=ref.input, error=f"filtering failed: {error}")
+                )
+                continue
+            record["filters"] = {**outcome, "fingerprint": stamp}
+            layout.write_json(layout.stats(ref.name), record)
     return {p.name: p.state() for p in policies if isinstance(p, PoolPolicy)}, failures

@@ -1,27 +1,24 @@
-"""A progress line while the stream runs, so that a slow start or a long shard is never silent.
+"""The scoring stream's progress line: rows back of the total, shards committed, time left.
 
 Shards are logged as they commit, but on a slow model or with large shards
-minutes pass between commits, and a GPU actor's start-up (importing torch,
-loading its models) shows nothing at all. So every `every` seconds the driver
-logs how many rows have come back of how many, at what rate, how many shards
-are committed and the time left at that rate. It stands in for Ray Data's own
-progress block (nine lines of operator state every 10 s in a log), which
-`ray_session` keeps to Ray Data's log file unless logging is at debug level.
+minutes pass between commits, and an actor's start-up (importing torch, loading
+its models) shows nothing at all. The line stands in for Ray Data's own progress
+block (nine lines of operator state every 10 s in a log), which stays in Ray
+Data's log file unless logging is at debug level (`cluster`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger(__name__)
+from pipeline.heartbeat import duration, logged_every
 
-PROGRESS_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -46,6 +43,10 @@ class StreamProgress:
                 self.first = (self.now(), self.rows)
             yield batch
 
+    def logged(self) -> AbstractContextManager[None]:
+        """The line logged every so often (`heartbeat`) while the block runs."""
+        return logged_every(self.line, logger=log)
+
     def line(self) -> str:
         now = self.now()
         if self.first is None:
@@ -62,33 +63,5 @@ class StreamProgress:
         rate = (self.rows - rows_then) / (now - since) if self.rows > rows_then else 0.0
         if rate > 0:
             left = max(0, self.total_rows - self.rows) / rate
-            text += f"; {rate:,.0f} rows/s since the first block, about {_duration(left)} left"
+            text += f"; {rate:,.0f} rows/s since the first block, about {duration(left)} left"
         return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-@contextmanager
-def logged_every(line: Callable[[], str], every: float | None = None) -> Iterator[None]:
-    """Log `line()` every `every` seconds (`PROGRESS_SECONDS`) on a thread of its own until
-    the block ends."""
-    stop = threading.Event()
-    interval = every or PROGRESS_SECONDS
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            log.info(line())
-
-    thread = threading.Thread(target=beat, name="winnow-progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()

@@ -30,15 +30,23 @@ def read_all(folder, columns=None):
     )
 
 
-def test_top_fraction_matches_datacomp_rule_over_the_whole_pool(tmp_path, tiny_checkpoint):
+def test_top_fraction_matches_datacomp_rule_over_the_whole_pool(
+    tmp_path, tiny_checkpoint, caplog, monkeypatch
+):
     write_dataset(tmp_path / "in", shards=3, rows=17, row_group_size=5)
     fraction = 0.3
-    run(
-        configured(
-            tmp_path,
-            tiny_checkpoint,
-            filters=[{"type": "score_top_fraction", "fraction": fraction}],
+    monkeypatch.setattr("pipeline.heartbeat.PROGRESS_SECONDS", 0.05)
+    with caplog.at_level("INFO", logger="pipeline.filters.curate"):
+        run(
+            configured(
+                tmp_path,
+                tiny_checkpoint,
+                filters=[{"type": "score_top_fraction", "fraction": fraction}],
+            )
         )
+    # A fit over the pool says what it is doing while it runs (every 30 s; here 0.05 s).
+    assert "filters: fitting score_top_fraction:clip over the pool of 3 shard(s), 0 s so far" in (
+        caplog.text
     )
     scored = read_all(tmp_path / "out" / "scored", ["key", "clip_score"])
     scores = scored["clip_score"].to_numpy()

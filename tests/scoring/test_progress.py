@@ -1,10 +1,8 @@
-"""Progress while the stream runs: a line every so often, Ray Data's own block kept out."""
+"""The scoring stream's progress line, and Ray Data's own progress block kept out of the console."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.cluster import ray_data_console_to_warnings
-from pipeline.scoring.progress import StreamProgress, logged_every
+from pipeline.scoring.progress import StreamProgress
 
 
 def _ticks(times: list[float]):
@@ -58,25 +56,6 @@ def test_a_single_block_gives_no_rate_yet():
     )
     list(progress.watch([_batch(200)]))
     assert progress.line() == "scoring: 200 of 600 rows back (33%), 0 of 2 shards committed"
-
-
-def test_lines_are_logged_every_interval_until_the_block_ends(caplog):
-    calls = 0
-
-    def line() -> str:
-        nonlocal calls
-        calls += 1
-        return f"line {calls}"
-
-    with caplog.at_level(logging.INFO, logger="pipeline.scoring.progress"):
-        with logged_every(line, every=0.05):
-            time.sleep(0.4)
-        logged = calls
-        time.sleep(0.2)
-    assert 3 <= logged <= 9
-    assert calls == logged  # stopped with the block
-    assert "line 1" in caplog.text
-    assert not [t for t in threading.enumerate() if t.name == "winnow-progress"]
 
 
 @contextmanager

@@ -163,7 +163,7 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(no_caption), tmp_path / "in" / "nocaption.parquet")
-    monkeypatch.setattr("pipeline.scoring.progress.PROGRESS_SECONDS", 0.2)
+    monkeypatch.setattr("pipeline.heartbeat.PROGRESS_SECONDS", 0.2)
     with (
         caplog.at_level("INFO", logger="pipeline.io.sink"),
         caplog.at_level("INFO", logger="pipeline.scoring.progress"),

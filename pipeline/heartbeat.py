@@ -1,0 +1,53 @@
+"""A line logged every so often, on a thread of its own, while long work shows nothing else.
+
+Scoring logs each shard as it commits and filtering each failure, but between
+those minutes can pass: actors loading their models, a large shard on a slow
+model, a pool fit over every scored row, thousands of shards to filter. Ray
+Data's own progress output stays in its log file (`cluster`), so each stage
+says how far it is itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+PROGRESS_SECONDS = 30.0
+
+
+@contextmanager
+def logged_every(
+    line: Callable[[], str], *, logger: logging.Logger, every: float | None = None
+) -> Iterator[None]:
+    """Log `line()` at INFO every `every` seconds (`PROGRESS_SECONDS`) until the block ends."""
+    stop = threading.Event()
+    interval = every or PROGRESS_SECONDS
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            logger.info(line())
+
+    thread = threading.Thread(target=beat, name="winnow-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def so_far(what: str) -> Callable[[], str]:
+    """A line for work that cannot count its progress: what it is and how long it has run."""
+    started = time.monotonic()
+    return lambda: f"{what}, {duration(time.monotonic() - started)} so far"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
