@@ -12,8 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+Item = TypeVar("Item")
 
 PROGRESS_SECONDS = 30.0
 
@@ -37,6 +41,30 @@ def logged_every(
     finally:
         stop.set()
         thread.join()
+
+
+@dataclass(kw_only=True)
+class Tally:
+    """Work done one item at a time: how many of how many, and the time left at the rate so far."""
+
+    what: str  # "filters"
+    unit: str  # "shard(s) filtered"
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def count(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items, each counted once the caller is done with it."""
+        for item in items:
+            yield item
+            self.done += 1
+
+    def line(self) -> str:
+        text = f"{self.what}: {self.done:,} of {self.total:,} {self.unit}"
+        if not self.done:
+            return text
+        per_item = (time.monotonic() - self.started) / self.done
+        return f"{text}, about {duration(per_item * (self.total - self.done))} left"
 
 
 def so_far(what: str) -> Callable[[], str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from typing import Any
 
 from pipeline.config import ConfigError, WinnowConfig
@@ -27,7 +26,7 @@ from pipeline.filters.policies import (
     StatusPolicy,
 )
 from pipeline.filters.pool import TopFractionPolicy, pool_dataset
-from pipeline.heartbeat import duration, logged_every, so_far
+from pipeline.heartbeat import Tally, logged_every, so_far
 from pipeline.io.layout import FILTERED, REJECTED, OutputLayout
 from pipeline.io.shards import ShardFailure
 
@@ -109,17 +108,12 @@ def curate(
             continue
         pending[remote.remote(ref, config, shard_policies)] = (ref, record, stamp)
     log.info("filtering %d shard(s), %d unchanged since last filtered", len(pending), skipped)
-    total, started = len(pending), time.monotonic()
-
-    def progress() -> str:
-        done, elapsed = total - len(pending), time.monotonic() - started
-        left = f", about {duration(elapsed / done * (total - done))} left" if done else ""
-        return f"filters: {done:,} of {total:,} shard(s) filtered{left}"
-
-    with logged_every(progress, logger=log):
+    tally = Tally(what="filters", unit="shard(s) filtered", total=len(pending))
+    with logged_every(tally.line, logger=log):
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref, record, stamp = pending.pop(ready[0])
+            tally.done += 1
             try:
                 outcome = ray.get(ready[0])
             except Exception as error:  # one shard's filtering fails, not the run

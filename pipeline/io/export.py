@@ -9,7 +9,10 @@ Only rows with both embeddings (status ok) are exported.
 
 from __future__ import annotations
 
+import logging
 import posixpath
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -17,8 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.heartbeat import Tally, logged_every
 from pipeline.io.shards import open_fs
 from pipeline.report.analysis import Run
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("npy", "lance")
 
@@ -38,13 +44,13 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def export_npy(
-    run: Run, alias: str, target: str, storage_options: dict[str, Any]
+    run: Run, alias: str, target: str, storage_options: dict[str, Any], names: Iterable[str]
 ) -> dict[str, Any]:
     fs, root = open_fs(target, storage_options)
     for folder in ("img_emb", "text_emb", "metadata"):
         fs.makedirs(posixpath.join(root, folder), exist_ok=True)
     rows = 0
-    for index, name in enumerate(run.shards):
+    for index, name in enumerate(names):
         part = _part(run, name, alias)
         for folder, column in (("img_emb", "image"), ("text_emb", "text")):
             with fs.open(posixpath.join(root, folder, f"{folder}_{index}.npy"), "wb") as handle:
@@ -61,23 +67,40 @@ def export_npy(
     }
 
 
-def export_lance(run: Run, alias: str, target: str) -> dict[str, Any]:
+def _lance_part(run: Run, name: str, alias: str) -> pa.Table:
+    """A shard's part with LanceDB's column names, its vectors as float32."""
+    names = {f"{alias}_image_embedding": "vector", f"{alias}_text_embedding": "text_vector"}
+    part = _part(run, name, alias).rename_columns(names)
+    for column in ("vector", "text_vector"):
+        width = part[column].type.list_size
+        vectors = part[column].cast(pa.list_(pa.float32(), width))
+        part = part.set_column(part.column_names.index(column), column, vectors)
+    return part
+
+
+def export_lance(run: Run, alias: str, target: str, names: Iterable[str]) -> dict[str, Any]:
+    """One Lance table, streamed to it a shard at a time: memory holds one shard's part,
+    however many shards the run has."""
     try:
         import lance
     except ImportError:
         raise RuntimeError("--format lance needs pylance: pip install -e '.[lance]'") from None
-    tables = []
-    names = {f"{alias}_image_embedding": "vector", f"{alias}_text_embedding": "text_vector"}
-    for name in run.shards:
-        part = _part(run, name, alias).rename_columns(names)
-        for column in ("vector", "text_vector"):
-            width = part[column].type.list_size
-            vectors = part[column].cast(pa.list_(pa.float32(), width))
-            part = part.set_column(part.column_names.index(column), column, vectors)
-        tables.append(part)
-    table = pa.concat_tables(tables)
-    lance.write_dataset(table, target, mode="overwrite")
-    return {"format": "lance", "rows": table.num_rows, "output": target}
+    parts = (_lance_part(run, name, alias) for name in names)
+    first = next(parts, None)
+    if first is None:
+        raise ValueError(f"{run.layout.url()} has no scored shards to export")
+    rows = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for part in chain([first], parts):
+            rows += part.num_rows
+            yield from part.cast(first.schema).to_batches()
+
+    lance.write_dataset(
+        pa.RecordBatchReader.from_batches(first.schema, batches()), target, mode="overwrite"
+    )
+    return {"format": "lance", "rows": rows, "output": target}
 
 
 def export(
@@ -94,6 +117,9 @@ def export(
         raise ValueError(
             f"--alias {alias!r} is not a model of this run (have: {', '.join(run.aliases)})"
         )
-    if fmt == "npy":
-        return export_npy(run, alias, target, storage_options or {})
-    return export_lance(run, alias, target)
+    tally = Tally(what="export", unit="shard(s) read", total=len(run.shards))
+    with logged_every(tally.line, logger=log):
+        names = tally.count(run.shards)
+        if fmt == "npy":
+            return export_npy(run, alias, target, storage_options or {}, names)
+        return export_lance(run, alias, target, names)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import faiss
 import lance
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import parse_config
 from pipeline.run import run
 from tests.builders import config_data, good_rows, row, write_dataset, write_shard
+from tests.isolated import run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -76,3 +79,68 @@ def test_lance_export_holds_vectors(scored_run):
 def test_export_refuses_an_unknown_alias(scored_run):
     result = export(str(scored_run / "out"), "--output", str(scored_run / "x"), "--alias", "l14")
     assert result.returncode == 2 and "not a model of this run" in result.stderr
+
+
+EXPORT_PEAK = """
+import json, resource, sys
+import lance  # noqa: F401  (imported before the baseline: its import is not the export's)
+from pipeline.io.export import export
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = export(sys.argv[1], fmt="lance", target=sys.argv[2])
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"rows": result["rows"], "grew_kb": grew}))
+"""
+
+
+def scored_output(root, names, rows: int, dim: int):
+    """A run's output with only what an export reads (its summary's models, shards and
+    columns, and the scored shards), written directly: a job would take minutes to make
+    this many embedding bytes. The shards are links to one set of files."""
+    (root / "scored").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        source = root.parent / "source" / f"{name}.parquet"
+        if not source.exists():
+            source.parent.mkdir(exist_ok=True)
+
+            def vectors():
+                values = rng.standard_normal(rows * dim).astype(np.float16)
+                return pa.FixedSizeListArray.from_arrays(pa.array(values), dim)
+
+            table = pa.table(
+                {
+                    "key": [f"{name}-{i}" for i in range(rows)],
+                    "caption": ["a caption"] * rows,
+                    "clip_score": rng.random(rows).astype(np.float32),
+                    "clip_image_embedding": vectors(),
+                    "clip_text_embedding": vectors(),
+                }
+            )
+            pq.write_table(table, source)
+        (root / "scored" / f"{name}.parquet").symlink_to(source)
+    summary = {
+        "models": [{"alias": "clip"}],
+        "shards": list(names),
+        "config": {
+            "input": {"id_column": "key", "caption_column": "caption", "image_column": "jpg"},
+            "output": {"status_column": "winnow_status"},
+        },
+    }
+    (root / "_summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_lance_export_memory_holds_one_shard_however_many_the_run_has(tmp_path):
+    """12,000 rows of two 256-float vectors are 24.6 MB a shard as float32: three times
+    the shards must not take three times the memory (the old export joined them all)."""
+    names = [f"{i:05d}" for i in range(9)]
+    grew = {}
+    for count in (3, 9):
+        output = scored_output(tmp_path / f"out{count}", names[:count], rows=12_000, dim=256)
+        measured = run_script(EXPORT_PEAK, str(output), str(tmp_path / f"t{count}.lance"))
+        assert measured["rows"] == 12_000 * count
+        grew[count] = measured["grew_kb"] / 1024
+    table = lance.dataset(str(tmp_path / "t9.lance")).to_table(columns=["key"])
+    assert table["key"].to_pylist() == [f"{n}-{i}" for n in names for i in range(12_000)]
+    # Six more shards' vectors are 148 MB: joined, the peak grew by that much.
+    assert grew[9] - grew[3] < 60, grew
