@@ -51,7 +51,11 @@ class Tally:
     unit: str  # "shard(s) filtered"
     total: int
     done: int = 0
-    started: float = field(default_factory=time.monotonic)
+    now: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.now()
 
     def count(self, items: Iterable[Item]) -> Iterator[Item]:
         """The items, each counted once the caller is done with it."""
@@ -63,7 +67,7 @@ class Tally:
         text = f"{self.what}: {self.done:,} of {self.total:,} {self.unit}"
         if not self.done:
             return text
-        per_item = (time.monotonic() - self.started) / self.done
+        per_item = (self.now() - self.started) / self.done
         return f"{text}, about {duration(per_item * (self.total - self.done))} left"
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.heartbeat import duration, logged_every, so_far
+from pipeline.heartbeat import Tally, duration, logged_every, so_far
 
 log = logging.getLogger("tests.heartbeat")
 
@@ -51,3 +51,17 @@ def test_work_that_cannot_count_says_how_long_it_has_run(monkeypatch):
 )
 def test_durations_read_in_the_unit_that_fits(seconds, text):
     assert duration(seconds) == text
+
+
+def test_a_tally_counts_items_once_done_with_and_says_the_time_left():
+    clock = iter([0.0, 20.0, 50.0])
+    tally = Tally(what="export", unit="shard(s) read", total=4, now=lambda: next(clock))
+    items = tally.count(["a", "b", "c", "d"])
+    assert next(items) == "a"
+    assert tally.line() == "export: 0 of 4 shard(s) read"  # "a" is still being read
+    assert next(items) == "b"
+    # One item in 20 s: three left, about 60 s.
+    assert tally.line() == "export: 1 of 4 shard(s) read, about 60 s left"
+    assert list(items) == ["c", "d"]
+    assert tally.done == 4
+    assert tally.line() == "export: 4 of 4 shard(s) read, about 0 s left"
