@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import ConfigError, ModelConfig, RayConfig, WinnowConfig, parse_config
+from pipeline.heartbeat import logged_every, so_far
 from pipeline.models.loader import (
     check_model,
     get_tokenizer,
@@ -204,7 +205,8 @@ def _step(what: str, measure: Callable[[], T]) -> T:
     """Run one measurement with a line before and after: a CPU bench runs for minutes."""
     log.info("bench: %s ...", what)
     started = time.perf_counter()
-    value = measure()
+    with logged_every(so_far(f"bench: {what}"), logger=log):
+        value = measure()
     rate = f"{value:,.1f} /s, " if isinstance(value, float) else ""
     log.info("bench: %s: %sdone in %.0f s", what, rate, time.perf_counter() - started)
     return value
