@@ -193,9 +193,12 @@ def _score(
     tasks = [task for shard in todo for task in shard.row_group_tasks()]
     log.info("scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe())
     progress = StreamProgress(
-        total_rows=sum(s.num_rows for s in todo), total_shards=len(todo), committed=sink.committed
+        clock=clock,
+        total_rows=sum(s.num_rows for s in todo),
+        total_shards=len(todo),
+        committed=sink.committed,
     )
     with progress.logged():
         batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
-        sink.consume(progress.watch(clock.watch(batches)))
+        sink.consume(clock.watch(batches))
     return sink.committed, sink.failures

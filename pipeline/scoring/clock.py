@@ -46,6 +46,10 @@ class StreamClock:
             yield batch
 
     @property
+    def rows(self) -> int:
+        return self.rows_to_ready + self.rows_after_ready
+
+    @property
     def elapsed(self) -> float:
         return self.now() - self.started
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.cluster import ray_data_console_to_warnings
+from pipeline.scoring.clock import StreamClock
 from pipeline.scoring.progress import StreamProgress
 
 
@@ -23,7 +24,8 @@ def _batch(rows: int) -> pa.Table:
 
 
 def test_before_the_first_block_the_line_says_the_actors_are_still_starting():
-    progress = StreamProgress(total_rows=100, total_shards=1, committed=[], now=_ticks([0.0, 45.0]))
+    clock = StreamClock(actors=1, now=_ticks([0.0, 45.0]))
+    progress = StreamProgress(clock=clock, total_rows=100, total_shards=1, committed=[])
     assert progress.line() == (
         "scoring: no rows back yet after 45 s (each actor loads its models before its first block)"
     )
@@ -31,31 +33,23 @@ def test_before_the_first_block_the_line_says_the_actors_are_still_starting():
 
 def test_the_line_counts_rows_and_shards_and_the_time_left_at_the_rate_after_start_up():
     committed: list[dict] = []
-    # Start at 0, the first block at 10 s (the clock is read at the first only), lines at
-    # 30 and 40 s.
-    progress = StreamProgress(
-        total_rows=1024,
-        total_shards=4,
-        committed=committed,
-        now=_ticks([0.0, 10.0, 30.0, 40.0]),
-    )
-    assert len(list(progress.watch([_batch(256), _batch(256)]))) == 2
+    # Two actors: start at 0, blocks at 10, 12 (each actor's first) and 20 s.
+    clock = StreamClock(actors=2, now=_ticks([0.0, 10.0, 12.0, 20.0]))
+    progress = StreamProgress(clock=clock, total_rows=1024, total_shards=4, committed=committed)
+    assert len(list(clock.watch([_batch(256)] * 3))) == 3
     committed.append({"rows": 256})
-    # 256 rows after the first block, in the 20 s since it: 12.8 rows/s, 512 rows left.
+    # 256 rows in the 8 s after both actors' first blocks: 32 rows/s, 256 rows left.
     assert progress.line() == (
-        "scoring: 512 of 1,024 rows back (50%), 1 of 4 shards committed; "
-        "13 rows/s since the first block, about 40 s left"
+        "scoring: 768 of 1,024 rows back (75%), 1 of 4 shards committed; "
+        "32 rows/s after start-up, about 8 s left"
     )
-    # Ten seconds later with no new block: 256 rows in 30 s.
-    assert progress.line().endswith("9 rows/s since the first block, about 60 s left")
 
 
-def test_a_single_block_gives_no_rate_yet():
-    progress = StreamProgress(
-        total_rows=600, total_shards=2, committed=[], now=_ticks([0.0, 5.0, 35.0])
-    )
-    list(progress.watch([_batch(200)]))
-    assert progress.line() == "scoring: 200 of 600 rows back (33%), 0 of 2 shards committed"
+def test_no_rate_until_a_block_after_every_actors_first():
+    clock = StreamClock(actors=2, now=_ticks([0.0, 5.0, 6.0]))
+    progress = StreamProgress(clock=clock, total_rows=600, total_shards=2, committed=[])
+    list(clock.watch([_batch(200), _batch(200)]))
+    assert progress.line() == "scoring: 400 of 600 rows back (67%), 0 of 2 shards committed"
 
 
 @contextmanager
