@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -201,11 +202,13 @@ def _describe(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _step(what: str, measure: Callable[[], T]) -> T:
-    """Run one measurement with a line before and after: a CPU bench runs for minutes."""
+def _step(what: str, measure: Callable[[], T], *, heartbeat: bool = True) -> T:
+    """Run one measurement with a line before and after: a CPU bench runs for minutes.
+    In between, how long it has run every 30 s, unless it logs its own progress
+    (`heartbeat=False`: the real job's scoring line)."""
     log.info("bench: %s ...", what)
     started = time.perf_counter()
-    with logged_every(so_far(f"bench: {what}"), logger=log):
+    with logged_every(so_far(f"bench: {what}"), logger=log) if heartbeat else nullcontext():
         value = measure()
     rate = f"{value:,.1f} /s, " if isinstance(value, float) else ""
     log.info("bench: %s: %sdone in %.0f s", what, rate, time.perf_counter() - started)
@@ -258,7 +261,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         if spec.decodes
         else None
     )
-    job, used = _step("end to end, the real job", lambda: end_to_end(data, spec))
+    job, used = _step("end to end, the real job", lambda: end_to_end(data, spec), heartbeat=False)
     rates["end_to_end_pairs_per_s"] = job["rows_per_second"]
     rates["end_to_end_after_startup_pairs_per_s"] = job["steady_rows_per_second"]
     ratios = {
