@@ -39,7 +39,7 @@ class StreamProgress:
         if not clock.arrivals:
             return (
                 f"scoring: no rows back yet after {clock.elapsed:,.0f} s "
-                "(each actor loads its models before its first block)"
+                "(each actor loads its models, then scores its first block)"
             )
         rows = clock.rows
         share = rows / self.total_rows if self.total_rows else 1.0

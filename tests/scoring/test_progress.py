@@ -27,7 +27,8 @@ def test_before_the_first_block_the_line_says_the_actors_are_still_starting():
     clock = StreamClock(actors=1, now=_ticks([0.0, 45.0]))
     progress = StreamProgress(clock=clock, total_rows=100, total_shards=1, committed=[])
     assert progress.line() == (
-        "scoring: no rows back yet after 45 s (each actor loads its models before its first block)"
+        "scoring: no rows back yet after 45 s "
+        "(each actor loads its models, then scores its first block)"
     )
 
 
