@@ -189,12 +189,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.run import run
 
     config = load_config(args.config, overrides=args.overrides)
-    result = run(
-        config,
-        score=args.command == "run",
-        retry_failed=getattr(args, "retry_failed", False),
-    )
-    print(closing_line(result.summary, result.output), flush=True)
+    scored = args.command == "run"
+    result = run(config, score=scored, retry_failed=getattr(args, "retry_failed", False))
+    print(closing_line(result.summary, result.output, scored=scored), flush=True)
     if result.report:
         print(f"winnow: report -> {result.report}", flush=True)
     for failure in result.failed:

@@ -61,11 +61,19 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
 
     second = winnow("run", str(config), "--set", f"output.path={out}", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "0 new shard(s) scored, 0 redone (input changed), 3 skipped, 0 failed" in second.stdout
+    assert (
+        "0 new shard(s) scored, 0 redone (input changed), 3 skipped, 0 failed; "
+        "0 rows this run; 15 rows in output"
+    ) in second.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (out / "scored").iterdir()} == committed
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows"] == 15
     assert summary["this_run"]["shards_skipped"] == 3
+    # Filtering again loads no model, and says what it did rather than "0 scored".
+    refiltered = winnow("filter", str(config), "--set", f"output.path={out}", cwd=tmp_path)
+    assert refiltered.returncode == 0, refiltered.stderr
+    assert "winnow: filters applied to 3 scored shard(s); 15 rows in output" in refiltered.stdout
+    assert "scored," not in refiltered.stdout
 
     # A new shard and a changed one in the same rerun: each counted for what it is.
     write_shard(tmp_path / "in" / "00003.parquet", good_rows(3, 4))

@@ -91,19 +91,28 @@ def build_summary(
     }
 
 
-def closing_line(summary: dict[str, Any], output: str) -> str:
+def closing_line(summary: dict[str, Any], output: str, *, scored: bool = True) -> str:
+    """The line a run ends with; `scored` False for `winnow filter`, which loads no model."""
     run, filters = summary["this_run"], summary["filters"]
     not_scored = sum(n for s, n in summary["status_counts"].items() if s != RowStatus.OK)
-    rate = f"{run['rows_per_second']:,.0f} rows/s" if run["rows_per_second"] else "no rows scored"
+    output_line = (
+        f"{summary['rows']:,} rows in output, {not_scored:,} without a score, "
+        f"{filters['kept']:,} kept by the filters -> {output}"
+    )
+    if not scored:
+        failed = f", {run['shards_failed']} failed" if run["shards_failed"] else ""
+        shards = len(summary["shards"])
+        return f"winnow: filters applied to {shards} scored shard(s){failed}; {output_line}"
+    rows = f"{run['rows']:,} rows this run"
+    if run["rows_per_second"]:
+        rows += f" at {run['rows_per_second']:,.0f} rows/s"
     if run["steady_rows_per_second"]:
-        rate += (
+        rows += (
             f" ({run['steady_rows_per_second']:,.0f} rows/s after "
             f"{run['startup_seconds']:.0f} s of start-up)"
         )
     return (
         f"winnow: {run['shards_new']} new shard(s) scored, {run['shards_redone']} redone "
         f"(input changed), {run['shards_skipped']} skipped, {run['shards_failed']} failed; "
-        f"{run['rows']:,} rows this run at {rate}; "
-        f"{summary['rows']:,} rows in output, {not_scored:,} without a score, "
-        f"{filters['kept']:,} kept by the filters -> {output}"
+        f"{rows}; {output_line}"
     )
