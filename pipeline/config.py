@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -275,12 +276,46 @@ class WinnowConfig(_Section):
             )
 
 
+def _sections(annotation: Any) -> list[type[BaseModel]]:
+    """The config sections a field holds, through optionals, lists, Annotated and unions."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [section for arg in get_args(annotation) for section in _sections(arg)]
+
+
+def known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed beside the last one of `loc` (a validation error's path); a filter's
+    own type's where the path names it. Empty where the path leads to no section."""
+    sections: list[type[BaseModel]] = [WinnowConfig]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = [s.model_fields[part].annotation for s in sections if part in s.model_fields]
+        if fields:
+            sections = [section for field in fields for section in _sections(field)]
+        else:  # a tagged union's member, named in the path by its `type`
+            sections = [
+                s
+                for s in sections
+                if "type" in s.model_fields and part in get_args(s.model_fields["type"].annotation)
+            ]
+    return list(dict.fromkeys(key for section in sections for key in section.model_fields))
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    keys = known_keys(loc)
+    close = get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return f"unknown key (known here: {', '.join(keys)})" if keys else "unknown key"
+
+
 def format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            lines.append(f"{key}: {_unknown_key(item['loc'])}")
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":

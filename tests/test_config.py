@@ -27,11 +27,26 @@ def test_defaults_follow_img2dataset_and_the_output_contract():
     assert "clip_score" in config.added_columns()
 
 
-def test_unknown_key_is_named():
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "output.embedings_dtype=float16",
+            "output.embedings_dtype: unknown key; did you mean embedding_dtype?",
+        ),
+        ("models.0.nmae=x", "models.0.nmae: unknown key; did you mean name?"),
+        # A filter's keys are its own type's, not every filter's.
+        ("filters.0.vlaue=0.3", "unknown key; did you mean value?"),
+        ("filters.0.fraction=0.3", "unknown key (known here: type, alias, value)"),
+        ("ray.workers=4", "ray.workers: unknown key (known here: address, num_actors, num_cpus,"),
+    ],
+)
+def test_unknown_key_names_the_key_meant_or_the_keys_allowed(override, message):
     data = base()
-    data["output"]["embedings_dtype"] = "float16"
-    with pytest.raises(ConfigError, match=r"output\.embedings_dtype: unknown key"):
-        parse_config(data)
+    data["filters"] = [{"type": "score_threshold", "value": 0.2}]
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, overrides=[override])
+    assert message in str(error.value)
 
 
 def test_wrong_value_lists_the_allowed_ones():
