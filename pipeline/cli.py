@@ -79,7 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="write a run's embeddings for retrieval (npy, lance)"
     )
     exporter.add_argument("output", help="the run's output root (output.path)")
-    exporter.add_argument("--format", choices=["npy", "lance"], default="npy", dest="fmt")
+    exporter.add_argument(
+        "--format",
+        choices=["npy", "lance"],
+        default="npy",
+        dest="fmt",
+        help="npy: clip-retrieval's layout; lance: one table (default: %(default)s)",
+    )
     exporter.add_argument(
         "--output", dest="target", required=True, help="where to write the export"
     )
@@ -88,19 +94,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     exporter.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     bench = commands.add_parser("bench", help="measure model-only, decode and end-to-end rates")
-    bench.add_argument("--model", default="ViT-B-32", help="open_clip architecture")
+    bench.add_argument(
+        "--model", default="ViT-B-32", help="open_clip architecture (default: %(default)s)"
+    )
     bench.add_argument(
         "--pretrained", default=None, help="weights (default: random; speed is the same)"
     )
-    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    bench.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    bench.add_argument("--pairs", type=_at_least_one, default=2048)
-    bench.add_argument("--batch-size", type=_at_least_one, default=256)
+    bench.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: cuda where a GPU is, else cpu",
+    )
+    bench.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="auto: bf16 on a GPU, fp32 on the CPU",
+    )
+    bench.add_argument(
+        "--pairs",
+        type=_at_least_one,
+        default=2048,
+        help="web-like image-caption pairs to generate (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=_at_least_one,
+        default=256,
+        help="rows per model call (models.N.batch_size; default: %(default)s)",
+    )
     bench.add_argument(
         "--in-flight",
         type=_at_least_one,
         default=2,
-        help="batches per GPU actor (ray.batches_in_flight); CPU actors take one",
+        help="batches per GPU actor (ray.batches_in_flight, default: %(default)s); CPU "
+        "actors take one",
     )
     bench.add_argument(
         "--actors",
@@ -115,7 +144,11 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the decode-only rates and the tensor vs PIL score comparison, which "
         "depend only on the preprocess (the end-to-end job still decodes)",
     )
-    bench.add_argument("--output", default="bench", help="folder for the data and bench.json")
+    bench.add_argument(
+        "--output",
+        default="bench",
+        help="folder for the data (reused by a rerun) and bench.json (default: %(default)s)",
+    )
     bench.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     report = commands.add_parser("report", help="write OUT/report/index.html for a run's output")
     report.add_argument("output", help="the run's output root (output.path), any fsspec URL")
