@@ -283,7 +283,7 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
     return [section for arg in get_args(annotation) for section in _sections(arg)]
 
 
-def known_keys(loc: tuple[Any, ...]) -> list[str]:
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys allowed beside the last one of `loc` (a validation error's path); a filter's
     own type's where the path names it. Empty where the path leads to no section."""
     sections: list[type[BaseModel]] = [WinnowConfig]
@@ -303,7 +303,7 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _unknown_key(loc: tuple[Any, ...]) -> str:
-    keys = known_keys(loc)
+    keys = _known_keys(loc)
     close = get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean {close[0]}?"
