@@ -46,11 +46,15 @@ def test_the_line_counts_rows_and_shards_and_the_time_left_at_the_rate_after_sta
     )
 
 
-def test_no_rate_until_a_block_after_every_actors_first():
-    clock = StreamClock(actors=2, now=_ticks([0.0, 5.0, 6.0]))
+def test_until_a_block_after_every_actors_first_the_rate_so_far_includes_start_up():
+    # Two actors' first blocks at 5 and 6 s; the line at 8 s: 400 rows in 8 s.
+    clock = StreamClock(actors=2, now=_ticks([0.0, 5.0, 6.0, 8.0]))
     progress = StreamProgress(clock=clock, total_rows=600, total_shards=2, committed=[])
     list(clock.watch([_batch(200), _batch(200)]))
-    assert progress.line() == "scoring: 400 of 600 rows back (67%), 0 of 2 shards committed"
+    assert progress.line() == (
+        "scoring: 400 of 600 rows back (67%), 0 of 2 shards committed; "
+        "50 rows/s so far, start-up included, about 4 s left"
+    )
 
 
 @contextmanager
