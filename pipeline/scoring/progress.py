@@ -48,13 +48,9 @@ class StreamProgress:
             f"{len(self.committed)} of {self.total_shards} shards committed"
         )
         left = max(0, self.total_rows - rows)
-        rate = clock.steady_rows_per_second
-        if rate:
-            return f"{text}; {rate:,.0f} rows/s after start-up, about {duration(left / rate)} left"
-        # Until a block comes after every actor's first (a few blocks in all, on a small
-        # run), the rate so far, start-up included: an estimate on the long side.
-        rate = rows / clock.elapsed
-        return (
-            f"{text}; {rate:,.0f} rows/s so far, start-up included, "
-            f"about {duration(left / rate)} left"
-        )
+        rate, since = clock.steady_rows_per_second, "after start-up"
+        if not rate:
+            # Until a block comes after every actor's first (a few blocks in all, on a small
+            # run), the rate so far, start-up included: an estimate on the long side.
+            rate, since = rows / clock.elapsed, "so far, start-up included"
+        return f"{text}; {rate:,.0f} rows/s {since}, about {duration(left / rate)} left"
