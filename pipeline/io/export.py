@@ -97,8 +97,11 @@ def export_lance(run: Run, alias: str, target: str, names: Iterable[str]) -> dic
             rows += part.num_rows
             yield from part.cast(first.schema).to_batches()
 
+    fs, path = open_fs(target, {})
+    # Lance warns that it creates what "overwrite" does not find: a first export is no news.
+    mode = "overwrite" if fs.exists(path) else "create"
     lance.write_dataset(
-        pa.RecordBatchReader.from_batches(first.schema, batches()), target, mode="overwrite"
+        pa.RecordBatchReader.from_batches(first.schema, batches()), target, mode=mode
     )
     return {"format": "lance", "rows": rows, "output": target}
 
