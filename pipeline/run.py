@@ -65,19 +65,30 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
     return usable, failures
 
 
-def _staged(config: WinnowConfig, layout: OutputLayout) -> WinnowConfig:
-    """WebDataset input is staged as Parquet under the output root; the run then reads that."""
+def _inputs(config: WinnowConfig) -> tuple[list[Shard], list[ShardFailure]]:
+    return _usable(discover(config.input.paths(), config.input.storage_options), config)
+
+
+def _staged_inputs(
+    config: WinnowConfig, layout: OutputLayout
+) -> tuple[WinnowConfig, list[Shard], list[ShardFailure]]:
+    """WebDataset input is staged as Parquet under the output root (so under its lock), and
+    the run reads that; a tar that cannot be staged is a failed shard."""
     from pipeline.io.webdataset import stage
 
-    paths = stage(config.input, layout)
+    staged = stage(config.input, layout)
     source = config.input.model_copy(
         update={
-            "path": paths,
+            "path": staged.urls,
             "format": "parquet",
             "storage_options": config.output.storage_options,
         }
     )
-    return config.model_copy(update={"input": source})
+    config = config.model_copy(update={"input": source})
+    if not staged.urls:
+        return config, [], staged.failures
+    shards, failures = _inputs(config)
+    return config, shards, staged.failures + failures
 
 
 def preflight(config: WinnowConfig) -> list[str]:
@@ -97,13 +108,15 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
-    if config.input.format == "webdataset":
-        config = _staged(config, layout)
-    shards, failures = _usable(discover(config.input.paths(), config.input.storage_options), config)
+    webdataset = config.input.format == "webdataset"
+    if not webdataset:  # refused before anything is written
+        shards, failures = _inputs(config)
     with output_lock(layout):
         leftovers = layout.remove_leftovers()
         if leftovers:
             log.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
+        if webdataset:
+            config, shards, failures = _staged_inputs(config, layout)
         states = {s.name: layout.state(s.name, s.fingerprint) for s in shards}
         todo = [s for s in shards if states[s.name] != "committed"] if score else []
         if retry_failed:

@@ -25,6 +25,7 @@ SCORED = "scored"
 FILTERED = "filtered"
 REJECTED = "rejected"
 STATS = "stats"
+STAGED = "_staged"  # WebDataset tars as Parquet (pipeline/io/webdataset.py)
 SUMMARY = "_summary.json"
 
 
@@ -102,7 +103,7 @@ class OutputLayout:
     def remove_leftovers(self) -> list[str]:
         """Delete temporary files of attempts that never committed (the caller holds the lock)."""
         found = []
-        for folder in (SCORED, FILTERED, REJECTED, STATS, ""):
+        for folder in (SCORED, FILTERED, REJECTED, STATS, STAGED, ""):
             pattern = self.path(folder, ".*.tmp") if folder else self.path(".*.tmp")
             found += self.fs.glob(pattern)
         for path in found:

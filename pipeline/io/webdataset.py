@@ -7,26 +7,37 @@ every guarantee holds. When img2dataset's sidecar `NAME.parquet` sits next to a
 tar, its rows (failed downloads included) are the shard's rows, in its order,
 with image bytes joined from the tar by key; otherwise the tar's samples are.
 A staged shard is rebuilt only when its tar changes (size and ETag/mtime).
-Staging copies the image bytes once: budget that storage for large pools.
+Staging copies the image bytes once: budget that storage for large pools. A tar
+that cannot be read (cut off, not a tar, bad JSON) is a failed shard in the
+summary, and the other tars are scored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import ConfigError, InputConfig
-from pipeline.io.layout import OutputLayout
-from pipeline.io.shards import GLOB_CHARS, input_fingerprint, open_fs
+from pipeline.heartbeat import Tally, logged_every
+from pipeline.io.layout import STAGED, OutputLayout
+from pipeline.io.retry import retrying
+from pipeline.io.shards import GLOB_CHARS, ShardFailure, input_fingerprint, open_fs
 
-STAGED = "_staged"
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 FINGERPRINT_KEY = b"winnow_staged_from"
+# Tars staged at once: each holds its tar's bytes twice in the driver (samples, then table).
+STAGING_THREADS = 4
+BLOCK = tarfile.BLOCKSIZE
 
 
 def _tars(fs: Any, path: str) -> list[str]:
@@ -42,22 +53,32 @@ def _tars(fs: Any, path: str) -> list[str]:
 
 def _samples(fs: Any, path: str, source: InputConfig) -> dict[str, dict[str, Any]]:
     samples: dict[str, dict[str, Any]] = {}
-    with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, extension = posixpath.basename(member.name).partition(".")
-            data = tar.extractfile(member).read()
-            sample = samples.setdefault(key, {"key": key})
-            if extension.lower() in IMAGE_EXTENSIONS:
-                sample[source.image_column] = data
-            elif extension == "txt":
-                sample[source.caption_column] = data.decode("utf-8", "replace")
-            elif extension == "json":
-                meta = json.loads(data)
-                sample.update(
-                    {k: v for k, v in meta.items() if k not in ("key", source.image_column)}
-                )
+    end = 0  # where the last member's data (padded to whole blocks) ends
+    with fs.open(path, "rb") as handle:
+        with tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                end = member.offset_data + -(-member.size // BLOCK) * BLOCK
+                if not member.isfile():
+                    continue
+                key, _, extension = posixpath.basename(member.name).partition(".")
+                data = tar.extractfile(member).read()
+                sample = samples.setdefault(key, {"key": key})
+                if extension.lower() in IMAGE_EXTENSIONS:
+                    sample[source.image_column] = data
+                elif extension == "txt":
+                    sample[source.caption_column] = data.decode("utf-8", "replace")
+                elif extension == "json":
+                    meta = json.loads(data)
+                    sample.update(
+                        {k: v for k, v in meta.items() if k not in ("key", source.image_column)}
+                    )
+        # A tar cut off between two members reads as a shorter tar: only the missing
+        # end-of-archive marker (two zero blocks) tells, and the samples after would vanish.
+        handle.seek(end)
+        if handle.read(2 * BLOCK) != bytes(2 * BLOCK):
+            raise tarfile.ReadError(
+                f"no end-of-archive marker after its {len(samples)} sample(s): cut off"
+            )
     return samples
 
 
@@ -77,30 +98,58 @@ def _table(fs: Any, path: str, source: InputConfig) -> pa.Table:
     return table
 
 
-def stage(source: InputConfig, layout: OutputLayout) -> list[str]:
-    """Staged Parquet URLs for the input's tars, building those that are missing or stale."""
-    staged = []
-    layout.fs.makedirs(layout.path(STAGED), exist_ok=True)
+@dataclass(frozen=True, kw_only=True)
+class Staged:
+    urls: list[str]
+    failures: list[ShardFailure]
+
+
+def _stage_one(fs: Any, path: str, source: InputConfig, layout: OutputLayout) -> str | ShardFailure:
+    """The tar's staged URL, rebuilt if missing or stale; a tar that cannot be read fails
+    as its shard (with why), as an unreadable Parquet footer does, and the run goes on."""
+    name = posixpath.basename(path)[: -len(".tar")]
+    target = layout.path(STAGED, f"{name}.parquet")
+    url = fs.unstrip_protocol(path)
+    try:
+        stamp = json.dumps({"tar": url, **input_fingerprint(fs, path)})
+        if layout.fs.exists(target):
+            with layout.fs.open(target, "rb") as handle:
+                if (pq.read_schema(handle).metadata or {}).get(FINGERPRINT_KEY) == stamp.encode():
+                    return layout.url(STAGED, f"{name}.parquet")
+        table = retrying(lambda: _table(fs, path, source), what=f"staging {url}")
+    except Exception as error:  # a cut-off tar, bad JSON, an unreadable sidecar
+        log.warning("cannot stage %s: %s", url, error)
+        return ShardFailure(
+            name=name,
+            url=url,
+            error=f"unreadable WebDataset tar: {type(error).__name__}: {error}; "
+            "fetch it again or leave it out of input.path",
+        )
+    table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
+    temporary = layout.temporary(target)
+    with layout.fs.open(temporary, "wb") as handle:
+        pq.write_table(table, handle, row_group_size=1024)
+    layout.commit(temporary, target)
+    return layout.url(STAGED, f"{name}.parquet")
+
+
+def stage(source: InputConfig, layout: OutputLayout) -> Staged:
+    """Staged Parquet URLs for the input's tars, building those that are missing or stale,
+    a few at a time (reading a tar mostly waits on storage), and the tars that failed."""
+    tars = []
     for url in source.paths():
         fs, root = open_fs(url, source.storage_options)
-        for path in _tars(fs, root):
-            name = posixpath.basename(path)[: -len(".tar")]
-            target = layout.path(STAGED, f"{name}.parquet")
-            stamp = json.dumps({"tar": fs.unstrip_protocol(path), **input_fingerprint(fs, path)})
-            if layout.fs.exists(target):
-                with layout.fs.open(target, "rb") as handle:
-                    if (pq.read_schema(handle).metadata or {}).get(
-                        FINGERPRINT_KEY
-                    ) == stamp.encode():
-                        staged.append(layout.url(STAGED, f"{name}.parquet"))
-                        continue
-            table = _table(fs, path, source)
-            table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
-            temporary = layout.temporary(target)
-            with layout.fs.open(temporary, "wb") as handle:
-                pq.write_table(table, handle, row_group_size=1024)
-            layout.commit(temporary, target)
-            staged.append(layout.url(STAGED, f"{name}.parquet"))
-    if not staged:
+        tars += [(fs, path) for path in _tars(fs, root)]
+    if not tars:
         raise ConfigError(f"input.path: no .tar shards found in {source.paths()}")
-    return staged
+    layout.fs.makedirs(layout.path(STAGED), exist_ok=True)
+    tally = Tally(what="staging", unit="tar(s) staged", total=len(tars))
+    with (
+        logged_every(tally.line, logger=log),
+        ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="winnow-stage") as pool,
+    ):
+        done = list(tally.count(pool.map(lambda t: _stage_one(*t, source, layout), tars)))
+    return Staged(
+        urls=[d for d in done if isinstance(d, str)],
+        failures=[d for d in done if isinstance(d, ShardFailure)],
+    )

@@ -71,3 +71,33 @@ def test_webdataset_tars_score_like_parquet(tmp_path, tiny_checkpoint):
 
     again = run(parse_config(data))  # tars unchanged: nothing staged or scored again
     assert again.summary["this_run"]["shards_skipped"] == 2
+
+
+def test_a_tar_that_cannot_be_read_fails_as_its_shard_and_the_rest_are_scored(
+    tmp_path, tiny_checkpoint
+):
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    write_tar(tars / "00000.tar", good_rows(0, 4), sidecar=False)
+    write_tar(tars / "00001.tar", good_rows(1, 4), sidecar=False)
+    with tarfile.open(tars / "00001.tar") as tar:
+        middle = tar.getmembers()[6].offset  # the first member of the third sample
+    cut = (tars / "00001.tar").read_bytes()[:middle]  # a copy cut off between two samples
+    (tars / "00001.tar").write_bytes(cut)
+    (tars / "00002.tar").write_bytes(b"<html>503 Service Unavailable</html>")
+    data = config_data(tars, tmp_path / "out", tiny_checkpoint)
+    data["input"]["format"] = "webdataset"
+    staged = tmp_path / "out" / "_staged"
+    staged.mkdir(parents=True)
+    (staged / ".00000.parquet.0123456789ab.tmp").write_bytes(b"left by a killed run")
+
+    result = run(parse_config(data))
+
+    failed = {f["shard"]: f for f in result.failed}
+    assert sorted(failed) == ["00001", "00002"]
+    assert all("unreadable WebDataset tar" in f["error"] for f in failed.values())
+    assert failed["00001"]["input"].endswith("00001.tar")
+    assert "cut off" in failed["00001"]["error"]
+    scored = pq.read_table(tmp_path / "out" / "scored" / "00000.parquet")
+    assert scored.num_rows == 4 and set(scored["winnow_status"].to_pylist()) == {"ok"}
+    assert [p.name for p in staged.iterdir()] == ["00000.parquet"]
