@@ -70,13 +70,13 @@ def _inputs(config: WinnowConfig) -> tuple[list[Shard], list[ShardFailure]]:
 
 
 def _staged_inputs(
-    config: WinnowConfig, layout: OutputLayout
+    config: WinnowConfig, layout: OutputLayout, tars: list[tuple[Any, str]]
 ) -> tuple[WinnowConfig, list[Shard], list[ShardFailure]]:
     """WebDataset input is staged as Parquet under the output root (so under its lock), and
     the run reads that; a tar that cannot be staged is a failed shard."""
     from pipeline.io.webdataset import stage
 
-    staged = stage(config.input, layout)
+    staged = stage(config.input, layout, tars)
     source = config.input.model_copy(
         update={
             "path": staged.urls,
@@ -108,15 +108,20 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
-    webdataset = config.input.format == "webdataset"
-    if not webdataset:  # refused before anything is written
+    # What can be refused is refused before anything is written.
+    if config.input.format == "webdataset":
+        from pipeline.io.webdataset import find_tars
+
+        tars = find_tars(config.input)
+    else:
+        tars = []
         shards, failures = _inputs(config)
     with output_lock(layout):
         leftovers = layout.remove_leftovers()
         if leftovers:
             log.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
-        if webdataset:
-            config, shards, failures = _staged_inputs(config, layout)
+        if tars:
+            config, shards, failures = _staged_inputs(config, layout, tars)
         states = {s.name: layout.state(s.name, s.fingerprint) for s in shards}
         todo = [s for s in shards if states[s.name] != "committed"] if score else []
         if retry_failed:

@@ -133,15 +133,20 @@ def _stage_one(fs: Any, path: str, source: InputConfig, layout: OutputLayout) ->
     return layout.url(STAGED, f"{name}.parquet")
 
 
-def stage(source: InputConfig, layout: OutputLayout) -> Staged:
-    """Staged Parquet URLs for the input's tars, building those that are missing or stale,
-    a few at a time (reading a tar mostly waits on storage), and the tars that failed."""
+def find_tars(source: InputConfig) -> list[tuple[Any, str]]:
+    """The input's tars (filesystem, path); none is a config error."""
     tars = []
     for url in source.paths():
         fs, root = open_fs(url, source.storage_options)
         tars += [(fs, path) for path in _tars(fs, root)]
     if not tars:
         raise ConfigError(f"input.path: no .tar shards found in {source.paths()}")
+    return tars
+
+
+def stage(source: InputConfig, layout: OutputLayout, tars: list[tuple[Any, str]]) -> Staged:
+    """Staged Parquet URLs for the tars, building those that are missing or stale, a few
+    at a time (reading a tar mostly waits on storage), and the tars that failed."""
     layout.fs.makedirs(layout.path(STAGED), exist_ok=True)
     tally = Tally(what="staging", unit="tar(s) staged", total=len(tars))
     with (
