@@ -17,6 +17,7 @@ from pipeline.cluster import ray_session
 from pipeline.config import WinnowConfig
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
+from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
@@ -139,7 +140,11 @@ def _report(config: WinnowConfig) -> str | None:
     from pipeline.report.html import write_report
 
     try:
-        return write_report(config.output.path, config.output.storage_options)
+        return write_report(
+            config.output.path,
+            config.output.storage_options,
+            input_storage_options=config.input.storage_options,
+        )
     except Exception as error:
         log.warning("could not write the report: %s", error)
         return None
@@ -155,7 +160,7 @@ def _run_locked(
     score: bool,
 ) -> dict[str, Any]:
     models = [describe(m) for m in config.models]
-    config_dump = config.model_dump(mode="json")
+    config_dump = recorded(config)
     started = datetime.now(timezone.utc)
     layout.prepare()
     scored_now: list[dict[str, Any]] = []

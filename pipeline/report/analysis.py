@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.filters.pool import datacomp_threshold
+from pipeline.io.credentials import unredacted
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.shards import open_fs
 
@@ -30,16 +31,25 @@ class Run:
 
     layout: OutputLayout
     summary: dict[str, Any]
+    # For reading images back from the input shards; by default the run's recorded
+    # options, whose credentials are redacted, with credentials from the environment.
+    input_storage_options: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, output: str, storage_options: dict[str, Any] | None = None) -> Run:
+    def open(
+        cls,
+        output: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        input_storage_options: dict[str, Any] | None = None,
+    ) -> Run:
         layout = OutputLayout(root=output, storage_options=storage_options or {})
         summary = layout.read_json(layout.path(SUMMARY))
         if summary is None:
             raise FileNotFoundError(
                 f"{layout.url(SUMMARY)} not found: is {output} a Winnow output?"
             )
-        return cls(layout=layout, summary=summary)
+        return cls(layout=layout, summary=summary, input_storage_options=input_storage_options)
 
     @property
     def aliases(self) -> list[str]:
@@ -115,7 +125,9 @@ class Run:
     def images(self, selection: pa.Table) -> list[bytes | None]:
         """Image bytes of the rows named by `selection`, read back from the input shards."""
         found: list[bytes | None] = [None] * selection.num_rows
-        options = self.summary["config"]["input"].get("storage_options", {})
+        options = self.input_storage_options
+        if options is None:
+            options = unredacted(self.summary["config"]["input"].get("storage_options", {}))
         shards, rows = selection[SHARD].to_pylist(), selection[ROW].to_pylist()
         for name in set(shards):
             source = (self.layout.read_json(self.layout.stats(name)) or {}).get("input")

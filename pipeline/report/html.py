@@ -93,8 +93,13 @@ def render(run: Run) -> str:
     )
 
 
-def write_report(output: str, storage_options: dict[str, Any] | None = None) -> str:
-    run = Run.open(output, storage_options)
+def write_report(
+    output: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    input_storage_options: dict[str, Any] | None = None,
+) -> str:
+    run = Run.open(output, storage_options, input_storage_options=input_storage_options)
     page = render(run)
     path = run.layout.path("report", "index.html")
     run.layout.fs.makedirs(run.layout.path("report"), exist_ok=True)
