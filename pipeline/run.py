@@ -20,6 +20,7 @@ from pipeline.filters.curate import build_policies, check_policy_columns, curate
 from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
+from pipeline.io.reader import unreadable_columns
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
 from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
@@ -43,7 +44,8 @@ class RunResult:
 
 
 def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], list[ShardFailure]]:
-    """Split shards into those the run can read and those missing a required column."""
+    """Split shards into those the run can read and those missing a required column or
+    holding one it cannot read."""
     usable, failures = [], list(discovery.failures)
     required = [config.input.image_column, config.input.caption_column, config.input.id_column]
     policies = build_policies(config)
@@ -51,16 +53,14 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
         config.check_input_columns(shard.columns, where=f"input shard {shard.url}")
         check_policy_columns(policies, shard.columns, where=f"input shard {shard.url}")
         missing = [c for c in required if c and c not in shard.columns]
+        error = unreadable_columns(shard.schema, config.input)
         if missing:
-            failures.append(
-                ShardFailure(
-                    name=shard.name,
-                    url=shard.url,
-                    error=f"missing column(s) {', '.join(missing)} "
-                    f"(has: {', '.join(shard.columns)}); "
-                    "set input.image_column / caption_column / id_column to match",
-                )
+            error = (
+                f"missing column(s) {', '.join(missing)} (has: {', '.join(shard.columns)}); "
+                "set input.image_column / caption_column / id_column to match"
             )
+        if error:
+            failures.append(ShardFailure(name=shard.name, url=shard.url, error=error))
         else:
             usable.append(shard)
     return usable, failures

@@ -48,6 +48,32 @@ def read_input_row_group(
     return retrying(read, what=f"reading {url} row group {row_group}")
 
 
+def image_bytes(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """An image column as binary: as it is, or the `bytes` field of Hugging Face
+    datasets' image struct (`{bytes, path}`)."""
+    if pa.types.is_struct(column.type) and column.type.get_field_index("bytes") >= 0:
+        return pc.struct_field(column, "bytes")
+    return column
+
+
+def unreadable_columns(schema: pa.Schema, source: InputConfig) -> str | None:
+    """Why a shard's image or caption column cannot be read as bytes, or None: the model
+    stages would refuse every row group, so the shard fails up front, saying what to set."""
+    for role, name in (("image", source.image_column), ("caption", source.caption_column)):
+        if name not in schema.names:
+            continue
+        empty = pa.array([], schema.field(name).type)
+        try:
+            (image_bytes(empty) if role == "image" else empty).cast(pa.large_binary())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            wanted = "binary, or a {bytes, path} struct" if role == "image" else "string"
+            return (
+                f"column {name!r} is {schema.field(name).type}, which cannot be read as the "
+                f"{role}s ({wanted}); set input.{role}_column to the {role}s' column"
+            )
+    return None
+
+
 def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> pa.Table:
     """Project a row group to the internal columns the model stages read."""
     rows = table.num_rows
@@ -68,7 +94,7 @@ def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> 
         {
             SHARD: pa.array([task["shard"]] * rows, pa.int32()),
             ROW: pa.array(range(first, first + rows), pa.int64()),
-            IMAGE: table[source.image_column].cast(pa.large_binary()),
+            IMAGE: image_bytes(table[source.image_column]).cast(pa.large_binary()),
             CAPTION: table[source.caption_column].cast(pa.large_binary()),
             UPSTREAM_OK: upstream_ok,
             UPSTREAM_ERROR: upstream_error,

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.filters.pool import datacomp_threshold
 from pipeline.io.credentials import unredacted
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
+from pipeline.io.reader import image_bytes
 from pipeline.io.shards import open_fs
 
 LAION_B32 = 0.28
@@ -138,7 +139,7 @@ class Run:
                 (p, r) for p, (s, r) in enumerate(zip(shards, rows, strict=True)) if s == name
             ]
             with fs.open(path, "rb") as handle:
-                found_here = _rows_of_column(
+                found_here = _images_at(
                     pq.ParquetFile(handle), self.image_column, [r for _, r in wanted]
                 )
             for (position, _), value in zip(wanted, found_here, strict=True):
@@ -146,8 +147,8 @@ class Run:
         return found
 
 
-def _rows_of_column(parquet: pq.ParquetFile, column: str, rows: list[int]) -> list[Any]:
-    """Values of one column at `rows`, reading only the row groups that hold them."""
+def _images_at(parquet: pq.ParquetFile, column: str, rows: list[int]) -> list[Any]:
+    """The image bytes of `column` at `rows`, reading only the row groups that hold them."""
     starts = np.cumsum(
         [0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     )
@@ -156,7 +157,7 @@ def _rows_of_column(parquet: pq.ParquetFile, column: str, rows: list[int]) -> li
     for row in rows:
         group = int(np.searchsorted(starts, row, side="right") - 1)
         if group not in groups:
-            groups[group] = parquet.read_row_group(group, columns=[column])[column]
+            groups[group] = image_bytes(parquet.read_row_group(group, columns=[column])[column])
         values.append(groups[group][row - int(starts[group])].as_py())
     return values
 

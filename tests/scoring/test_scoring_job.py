@@ -163,6 +163,8 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(no_caption), tmp_path / "in" / "nocaption.parquet")
+    numbered = [{**r, "caption": index} for index, r in enumerate(good_rows(6, 3))]
+    pq.write_table(pa.Table.from_pylist(numbered), tmp_path / "in" / "numbers.parquet")
     monkeypatch.setattr("pipeline.heartbeat.PROGRESS_SECONDS", 0.2)
     with (
         caplog.at_level("INFO", logger="pipeline.io.sink"),
@@ -170,7 +172,7 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     ):
         result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
     failed = {f["shard"]: f["error"] for f in result.failed}
-    assert set(failed) == {"truncated", "nocaption"}
+    assert set(failed) == {"truncated", "nocaption", "numbers"}
     # Progress on a long run: a line every so often (30 s; here 0.2 s, the first before
     # the actors have started), and a line per committed shard.
     assert "scoring: no rows back yet after 0 s" in caplog.text
@@ -181,6 +183,10 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     assert "(3 of 3 shards)" in caplog.text
     assert "unreadable Parquet" in failed["truncated"]
     assert "missing column(s) caption" in failed["nocaption"]
+    assert failed["numbers"] == (
+        "column 'caption' is int64, which cannot be read as the captions (string); "
+        "set input.caption_column to the captions' column"
+    )
     out = tmp_path / "out" / "scored"
     assert sorted(p.name for p in out.iterdir()) == [
         "00000.parquet",
@@ -189,6 +195,28 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     ]
     assert pq.read_table(out / "empty.parquet").num_rows == 0
     assert "clip_score" in pq.read_table(out / "empty.parquet").column_names
+
+
+def test_hugging_face_image_structs_score_as_their_bytes(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "in", shards=1, rows=5)
+    table = pq.read_table(tmp_path / "in" / "00000.parquet")
+    images = [{"bytes": b, "path": None} for b in table["jpg"].to_pylist()]
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("jpg"), "jpg", pa.array(images))
+    pq.write_table(table, tmp_path / "in" / "structs.parquet")
+    result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
+    assert result.failed == []
+    scored = {
+        n: pq.read_table(tmp_path / "out" / "scored" / f"{n}.parquet")
+        for n in result.summary["shards"]
+    }
+    assert scored["structs"]["winnow_status"].to_pylist() == ["ok"] * 5
+    np.testing.assert_allclose(  # the same images, batched with other rows
+        scored["structs"]["clip_score"].to_numpy(),
+        scored["00000"]["clip_score"].to_numpy(),
+        atol=1e-6,
+    )
 
 
 def test_metadata_records_model_checkpoint_precision_version_and_config(tmp_path, tiny_checkpoint):
