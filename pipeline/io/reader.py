@@ -102,6 +102,16 @@ def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> 
     )
 
 
+def read_model_inputs(task: dict[str, Any], source: InputConfig) -> pa.Table:
+    """One read task's row group as the model stages' columns."""
+    columns = [source.image_column, source.caption_column]
+    columns += [c for c in (source.upstream_status_column, source.upstream_error_column) if c]
+    table = read_input_row_group(
+        task["url"], task["row_group"], columns=columns, storage_options=source.storage_options
+    )
+    return model_inputs(table, task, source)
+
+
 def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Table]:
     """Ray Data stage: each incoming row is a read task; yield one table per row group.
 
@@ -113,15 +123,7 @@ def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Tab
         task = {
             k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values, strict=True)
         }
-        columns = [source.image_column, source.caption_column]
-        columns += [c for c in (source.upstream_status_column, source.upstream_error_column) if c]
         try:
-            table = read_input_row_group(
-                task["url"],
-                task["row_group"],
-                columns=columns,
-                storage_options=source.storage_options,
-            )
-            yield model_inputs(table, task, source)
+            yield read_model_inputs(task, source)
         except Exception as error:  # reported per shard by the writer
             log.warning("cannot read %s row group %s: %s", task["url"], task["row_group"], error)

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout
-from pipeline.io.reader import SHARD, read_input_row_group
+from pipeline.io.reader import SHARD, read_model_inputs
 from pipeline.io.shards import Shard, ShardFailure
 from pipeline.io.writer import ShardError, ShardWriter
 
@@ -110,18 +110,10 @@ class ShardSink:
             )
 
     def _explain(self, index: int, symptom: str) -> str:
-        """Find out why rows went missing by reading the shard's row groups here."""
-        shard = self.shards[index]
-        for group, rows in enumerate(shard.row_group_rows):
-            if not rows:
-                continue
+        """Find out why rows went missing by doing the read stage's work here again."""
+        for task in self.shards[index].row_group_tasks():
             try:
-                read_input_row_group(
-                    shard.url,
-                    group,
-                    columns=[self.config.input.image_column, self.config.input.caption_column],
-                    storage_options=self.config.input.storage_options,
-                )
+                read_model_inputs(task, self.config.input)
             except Exception as error:
-                return f"unreadable row group {group}: {error}"
+                return f"unreadable row group {task['row_group']}: {error}"
         return symptom

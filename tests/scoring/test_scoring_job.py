@@ -165,6 +165,8 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     pq.write_table(pa.Table.from_pylist(no_caption), tmp_path / "in" / "nocaption.parquet")
     numbered = [{**r, "caption": index} for index, r in enumerate(good_rows(6, 3))]
     pq.write_table(pa.Table.from_pylist(numbered), tmp_path / "in" / "numbers.parquet")
+    listed = [{**r, "status": [r["status"]]} for r in good_rows(7, 2)]
+    pq.write_table(pa.Table.from_pylist(listed), tmp_path / "in" / "liststatus.parquet")
     monkeypatch.setattr("pipeline.heartbeat.PROGRESS_SECONDS", 0.2)
     with (
         caplog.at_level("INFO", logger="pipeline.io.sink"),
@@ -172,17 +174,19 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     ):
         result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
     failed = {f["shard"]: f["error"] for f in result.failed}
-    assert set(failed) == {"truncated", "nocaption", "numbers"}
+    assert set(failed) == {"truncated", "nocaption", "numbers", "liststatus"}
     # Progress on a long run: a line every so often (30 s; here 0.2 s, the first before
     # the actors have started), and a line per committed shard.
     assert "scoring: no rows back yet after 0 s" in caplog.text
     # Ray Data's own progress block (its operators' state) stays in its log file.
     assert "Total Progress" not in capfd.readouterr().err
-    assert "committed shard empty: 0 rows (1 of 3 shards)" in caplog.text
+    assert "committed shard empty: 0 rows (1 of 4 shards)" in caplog.text
     assert "committed shard 00000: 6 rows" in caplog.text
-    assert "(3 of 3 shards)" in caplog.text
+    assert "(3 of 4 shards)" in caplog.text
     assert "unreadable Parquet" in failed["truncated"]
     assert "missing column(s) caption" in failed["nocaption"]
+    # The read stage's own error, not only that rows went missing.
+    assert failed["liststatus"].startswith("unreadable row group 0: Unsupported cast from list")
     assert failed["numbers"] == (
         "column 'caption' is int64, which cannot be read as the captions (string); "
         "set input.caption_column to the captions' column"
