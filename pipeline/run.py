@@ -21,7 +21,7 @@ from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
-from pipeline.io.shards import Discovery, Shard, ShardFailure, discover
+from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
 from pipeline.io.sink import ShardSink
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
 from pipeline.report.summary import build_summary
@@ -59,11 +59,18 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
                 f"missing column(s) {', '.join(missing)} (has: {', '.join(shard.columns)}); "
                 "set input.image_column / caption_column / id_column to match"
             )
+            if config.input.image_column in missing and _beside_a_tar(shard, config):
+                error += "; or, as it is img2dataset's sidecar to a tar, input.format: webdataset"
         if error:
             failures.append(ShardFailure(name=shard.name, url=shard.url, error=error))
         else:
             usable.append(shard)
     return usable, failures
+
+
+def _beside_a_tar(shard: Shard, config: WinnowConfig) -> bool:
+    fs, path = open_fs(shard.url, config.input.storage_options)
+    return fs.exists(path.removesuffix(".parquet") + ".tar")
 
 
 def _inputs(config: WinnowConfig) -> tuple[list[Shard], list[ShardFailure]]:

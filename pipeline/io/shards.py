@@ -112,8 +112,19 @@ def list_input_files(
             )
         seen[name] = path
     if not found:
-        raise ConfigError(f"input.path: no .parquet shards found in {paths}")
+        hint = format_hint(paths, storage_options, suffix=".tar", fmt="webdataset")
+        raise ConfigError(f"input.path: no .parquet shards found in {paths}{hint}")
     return found
+
+
+def format_hint(paths: list[str], storage_options: dict[str, Any], *, suffix: str, fmt: str) -> str:
+    """Where input.path's folders hold the other format's files, the setting that reads them."""
+    count = 0
+    for url in paths:
+        fs, path = open_fs(url, storage_options)
+        if not GLOB_CHARS & set(path) and fs.isdir(path):
+            count += sum(p.endswith(suffix) for p in fs.ls(path, detail=False))
+    return f" (it holds {count} {suffix} file(s): set input.format: {fmt})" if count else ""
 
 
 def full_url(fs: AbstractFileSystem, path: str) -> str:

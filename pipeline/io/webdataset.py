@@ -29,7 +29,13 @@ from pipeline.config import ConfigError, InputConfig
 from pipeline.heartbeat import Tally, logged_every
 from pipeline.io.layout import STAGED, OutputLayout
 from pipeline.io.retry import retrying
-from pipeline.io.shards import GLOB_CHARS, ShardFailure, input_fingerprint, open_fs
+from pipeline.io.shards import (
+    GLOB_CHARS,
+    ShardFailure,
+    format_hint,
+    input_fingerprint,
+    open_fs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +146,8 @@ def find_tars(source: InputConfig) -> list[tuple[Any, str]]:
         fs, root = open_fs(url, source.storage_options)
         tars += [(fs, path) for path in _tars(fs, root)]
     if not tars:
-        raise ConfigError(f"input.path: no .tar shards found in {source.paths()}")
+        hint = format_hint(source.paths(), source.storage_options, suffix=".parquet", fmt="parquet")
+        raise ConfigError(f"input.path: no .tar shards found in {source.paths()}{hint}")
     return tars
 
 

@@ -5,9 +5,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import ConfigError, InputConfig
+from pipeline.config import ConfigError, InputConfig, parse_config
 from pipeline.io.reader import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK, model_inputs
 from pipeline.io.shards import discover
+from pipeline.io.webdataset import find_tars
+from pipeline.run import _usable
 
 
 @pytest.fixture
@@ -59,6 +61,32 @@ def test_two_inputs_with_one_output_name_are_refused(memfs):
 def test_missing_input_is_a_config_error(memfs):
     with pytest.raises(ConfigError, match="does not exist"):
         discover(["memory:///nowhere"], {})
+
+
+def test_a_folder_of_the_other_format_names_the_setting_that_reads_it(memfs):
+    memfs.pipe("/tars/00000.tar", b"")
+    memfs.pipe("/tars/00001.tar", b"")
+    with pytest.raises(
+        ConfigError, match=r"holds 2 \.tar file\(s\): set input\.format: webdataset"
+    ):
+        discover(["memory:///tars"], {})
+    put_table(memfs, "/shards/00000.parquet", 2)
+    with pytest.raises(
+        ConfigError, match=r"holds 1 \.parquet file\(s\): set input\.format: parquet"
+    ):
+        find_tars(InputConfig(path="memory:///shards", format="webdataset"))
+
+
+def test_img2dataset_sidecars_read_as_parquet_point_to_their_tars(memfs):
+    memfs.pipe("/out/00000.tar", b"")
+    with memfs.open("/out/00000.parquet", "wb") as handle:  # the sidecar: no image column
+        pq.write_table(pa.table({"key": ["0"], "caption": ["c"], "status": ["success"]}), handle)
+    config = parse_config(
+        {"input": {"path": "memory:///out"}, "output": {"path": "/x"}, "models": [{"name": "RN50"}]}
+    )
+    _, failures = _usable(discover(["memory:///out"], {}), config)
+    assert failures[0].error.startswith("missing column(s) jpg")
+    assert failures[0].error.endswith("img2dataset's sidecar to a tar, input.format: webdataset")
 
 
 def test_unreadable_shard_is_a_failure_not_a_crash(memfs):
