@@ -219,11 +219,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.report.summary import closing_line
-    from pipeline.run import run
+    from pipeline.run import ActorsFailed, run
 
     config = load_config(args.config, overrides=args.overrides)
     scored = args.command == "run"
-    result = run(config, score=scored, retry_failed=getattr(args, "retry_failed", False))
+    try:
+        result = run(config, score=scored, retry_failed=getattr(args, "retry_failed", False))
+    except ActorsFailed as error:
+        print(f"winnow: {error}", file=sys.stderr)
+        return EXIT_FAILED_SHARDS
     print(closing_line(result.summary, result.output, scored=scored), flush=True)
     if result.report:
         print(f"winnow: report -> {result.report}", flush=True)

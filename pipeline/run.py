@@ -32,6 +32,10 @@ from pipeline.scoring.progress import StreamProgress
 log = logging.getLogger(__name__)
 
 
+class ActorsFailed(RuntimeError):
+    """The run cannot score: its model actors died, each replacement too."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
     summary: dict[str, Any]
@@ -228,7 +232,17 @@ def _score(
         total_shards=len(todo),
         committed=sink.committed,
     )
+    from ray.exceptions import ActorDiedError
+
     with progress.logged():
         batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
-        sink.consume(clock.watch(batches))
+        try:
+            sink.consume(clock.watch(batches))
+        except ActorDiedError as error:  # after Ray's restarts: nothing left to score on
+            cause = str(error).strip().splitlines()[-1]  # the innermost error of the traceback
+            raise ActorsFailed(
+                f"the model actors could not start or kept dying ({cause}); "
+                f"{len(sink.committed)} shard(s) were committed before, and a rerun goes on "
+                "from there"
+            ) from error
     return sink.committed, sink.failures

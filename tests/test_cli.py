@@ -118,8 +118,19 @@ def test_failed_shard_exits_non_zero_and_names_it(tmp_path, tiny_checkpoint):
             lambda d: d["models"][0].update(pretrained="/no/such/file.safetensors"),
             "neither an existing checkpoint",
         ),
+        (
+            lambda d: d["models"][0].update(name="ViT-B-32", pretrained="laion2b_s34b_b79k"),
+            "are not in the Hugging Face cache, and HF_HUB_OFFLINE forbids downloading them",
+        ),
     ],
-    ids=["unknown-key", "wrong-type", "column-collision", "unknown-model", "missing-checkpoint"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "column-collision",
+        "unknown-model",
+        "missing-checkpoint",
+        "weights-out-of-reach",
+    ],
 )
 def test_config_errors_exit_2_and_write_nothing(tmp_path, tiny_checkpoint, change, message):
     write_dataset(tmp_path / "in", shards=1, rows=2)
@@ -130,6 +141,20 @@ def test_config_errors_exit_2_and_write_nothing(tmp_path, tiny_checkpoint, chang
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_actors_that_cannot_load_their_model_end_the_run_with_one_line(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "in", shards=1, rows=2)
+    broken = tmp_path / "cut.safetensors"
+    broken.write_bytes(tiny_checkpoint.read_bytes()[:1000])  # a download cut off
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    data["models"][0]["pretrained"] = str(broken)
+    result = winnow("run", str(write_config(tmp_path / "cut.yaml", data)), cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("winnow: the model actors could not start or kept dying ("), last
+    assert "SafetensorError: Error while deserializing header" in last  # the root cause
+    assert last.endswith("0 shard(s) were committed before, and a rerun goes on from there")
 
 
 def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():

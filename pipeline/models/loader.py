@@ -161,6 +161,7 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
 
     name, pretrained = model_identifier(config)
     if name.startswith(HF_HUB):
+        _check_hub_weights(name[len(HF_HUB) :], HUB_MODEL_FILES, key=pretrained_key)
         return []
     if _architecture(name) is None:
         close = [m for m in open_clip().list_models() if name.lower()[:5] in m.lower()][:8]
@@ -180,6 +181,10 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
         return []
     module = open_clip()
     if module.is_pretrained_cfg(name, pretrained):
+        hub = module.get_pretrained_cfg(name, pretrained).get("hf_hub", "")
+        if hub:
+            repo, file = os.path.split(hub)
+            _check_hub_weights(repo, _weight_files(file or HUB_WEIGHTS), key=pretrained_key)
         return []
     tags = module.list_pretrained_tags_by_model(name)
     raise ConfigError(
@@ -188,3 +193,39 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
         + (f" (tags: {', '.join(tags)})" if tags else "")
         + "; use a tag, a checkpoint path, or hf-hub:org/repo"
     )
+
+
+# open_clip's weights in a hub repo, and the safetensors it looks for first.
+HUB_WEIGHTS = "open_clip_pytorch_model.bin"
+HUB_MODEL_FILES = ("open_clip_model.safetensors", HUB_WEIGHTS)
+
+
+def _weight_files(file: str) -> tuple[str, ...]:
+    stem, extension = os.path.splitext(file)
+    safe = "open_clip_model.safetensors" if file == HUB_WEIGHTS else f"{stem}.safetensors"
+    return (file,) if extension == ".safetensors" else (safe, file)
+
+
+def _check_hub_weights(repo: str, files: tuple[str, ...], *, key: str) -> None:
+    """Refuse weights that the actors could neither find in the Hugging Face cache nor
+    download, before the run starts them: each would fail with a long traceback."""
+    from huggingface_hub import constants, file_exists, try_to_load_from_cache
+
+    from pipeline.config import ConfigError
+
+    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files):
+        return
+    offline = getattr(constants, "is_offline_mode", lambda: constants.HF_HUB_OFFLINE)()
+    where = f"{key}: the weights ({repo}, {' or '.join(files)})"
+    if offline:
+        raise ConfigError(
+            f"{where} are not in the Hugging Face cache, and HF_HUB_OFFLINE forbids "
+            "downloading them: fetch them once where there is a network, or give a "
+            "checkpoint path"
+        )
+    try:
+        found = any(file_exists(repo, file) for file in files)
+    except Exception as error:  # no network, a gated repo without a token
+        raise ConfigError(f"{where} cannot be downloaded: {error}") from None
+    if not found:
+        raise ConfigError(f"{where} are not in that Hugging Face repo")
