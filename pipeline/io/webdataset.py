@@ -118,25 +118,40 @@ def _stage_one(fs: Any, path: str, source: InputConfig, layout: OutputLayout) ->
     url = fs.unstrip_protocol(path)
     try:
         stamp = json.dumps({"tar": url, **input_fingerprint(fs, path)})
-        if layout.fs.exists(target):
-            with layout.fs.open(target, "rb") as handle:
-                if (pq.read_schema(handle).metadata or {}).get(FINGERPRINT_KEY) == stamp.encode():
-                    return layout.url(STAGED, f"{name}.parquet")
+        if _staged_from(layout, target) == stamp.encode():
+            return layout.url(STAGED, f"{name}.parquet")
         table = retrying(lambda: _table(fs, path, source), what=f"staging {url}")
     except Exception as error:  # a cut-off tar, bad JSON, an unreadable sidecar
-        log.warning("cannot stage %s: %s", url, error)
-        return ShardFailure(
-            name=name,
-            url=url,
-            error=f"unreadable WebDataset tar: {type(error).__name__}: {error}; "
+        return _failed(
+            name,
+            url,
+            f"unreadable WebDataset tar: {type(error).__name__}: {error}; "
             "fetch it again or leave it out of input.path",
         )
-    table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
-    temporary = layout.temporary(target)
-    with layout.fs.open(temporary, "wb") as handle:
-        pq.write_table(table, handle, row_group_size=1024)
-    layout.commit(temporary, target)
+    try:
+        temporary = layout.temporary(target)
+        with layout.fs.open(temporary, "wb") as handle:
+            table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
+            pq.write_table(table, handle, row_group_size=1024)
+        layout.commit(temporary, target)
+    except Exception as error:  # as a scored shard that cannot be written fails alone
+        return _failed(name, url, f"cannot write its staged copy {target}: {error}")
     return layout.url(STAGED, f"{name}.parquet")
+
+
+def _staged_from(layout: OutputLayout, target: str) -> bytes | None:
+    """The stamp of the tar a staged copy was made from; None where there is no readable
+    copy (it is made again)."""
+    try:
+        with layout.fs.open(target, "rb") as handle:
+            return (pq.read_schema(handle).metadata or {}).get(FINGERPRINT_KEY)
+    except Exception:  # missing or unreadable: staged again
+        return None
+
+
+def _failed(name: str, url: str, error: str) -> ShardFailure:
+    log.warning("cannot stage %s: %s", url, error)
+    return ShardFailure(name=name, url=url, error=error)
 
 
 def find_tars(source: InputConfig) -> list[tuple[Any, str]]:
@@ -148,6 +163,15 @@ def find_tars(source: InputConfig) -> list[tuple[Any, str]]:
     if not tars:
         hint = format_hint(source.paths(), source.storage_options, suffix=".parquet", fmt="parquet")
         raise ConfigError(f"input.path: no .tar shards found in {source.paths()}{hint}")
+    seen: dict[str, str] = {}
+    for _, path in tars:
+        name = posixpath.basename(path)
+        if name in seen:
+            raise ConfigError(
+                f"input.path: {seen[name]} and {path} would both be staged and written as "
+                f"shard {name[: -len('.tar')]!r}; point input.path at one of them or rename one"
+            )
+        seen[name] = path
     return tars
 
 

@@ -77,6 +77,13 @@ def test_a_folder_of_the_other_format_names_the_setting_that_reads_it(memfs):
         find_tars(InputConfig(path="memory:///shards", format="webdataset"))
 
 
+def test_two_tars_with_one_name_are_refused_before_staging(memfs):
+    memfs.pipe("/a/00000.tar", b"")
+    memfs.pipe("/b/00000.tar", b"")
+    with pytest.raises(ConfigError, match="would both be staged and written as shard '00000'"):
+        find_tars(InputConfig(path=["memory:///a", "memory:///b"], format="webdataset"))
+
+
 def test_img2dataset_sidecars_read_as_parquet_point_to_their_tars(memfs):
     memfs.pipe("/out/00000.tar", b"")
     with memfs.open("/out/00000.parquet", "wb") as handle:  # the sidecar: no image column
