@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,6 +74,26 @@ def test_run_on_s3_matches_the_same_run_on_local_disk(tmp_path, tiny_checkpoint,
         places = zip(picked["shard"].to_pylist(), picked["row"].to_pylist(), strict=True)
         expected = [inputs[name][row] for name, row in places]
         assert later.images(picked) == expected and len(expected) == 3
+    # `winnow export` and `winnow report` take the output root alone: S3-compatible
+    # storage comes from the environment, as boto's own tools take it.
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": options["endpoint_url"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for command in (
+        ["export", f"s3://{bucket}/out", "--output", f"s3://{bucket}/export"],
+        ["report", f"s3://{bucket}/out"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    assert len(fs.ls(f"{bucket}/export/img_emb")) == 2
+    assert fs.exists(f"{bucket}/out/report/index.html")
     assert not fs.glob(f"{bucket}/out/**/.*.tmp")
 
     write_shard(tmp_path / "extra.parquet", good_rows(7, 3))
