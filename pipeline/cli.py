@@ -11,6 +11,7 @@ from pipeline.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_FAILED_SHARDS = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 class QuietLibraries(logging.Filter):
@@ -252,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print(
+            "winnow: interrupted; shards committed so far are kept, and a rerun does the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

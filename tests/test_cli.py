@@ -171,3 +171,27 @@ def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():
     assert not quiet.filter(record(library, logging.INFO))
     assert quiet.filter(record(library, logging.WARNING))
     assert quiet.filter(record(ours, logging.INFO))
+
+
+def test_ctrl_c_stops_a_run_with_one_line_and_leaves_no_lock(tmp_path, tiny_checkpoint):
+    import signal
+    import time
+
+    write_dataset(tmp_path / "in", shards=2, rows=4)
+    config = write_config(
+        tmp_path / "c.yaml", config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "pipeline.cli", "run", str(config)]
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out" / "_lock.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "winnow: interrupted; shards committed so far are kept, and a rerun does the rest"
+    )
+    assert not (tmp_path / "out" / "_lock.json").exists()
