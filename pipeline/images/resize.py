@@ -196,9 +196,10 @@ def resize_crop(
     vertical, top = band_weights(*table[:5], out=size[0], span=span_rows)
     horizontal, left = band_weights(*table[5:], out=size[1], span=span_columns)
     pixels = torch.zeros((count, 3 * tall, wide), device=device)
+    grid = pixels.view(count, 3, tall, wide)  # one indexing call an image, not three
     for index, (image, (rows, columns)) in enumerate(zip(images, places, strict=True)):
         window = image[:, rows.start : rows.stop, columns.start : columns.stop]
-        pixels[index].view(3, tall, wide)[:, : window.shape[1], : window.shape[2]] = window
+        grid[index, :, : window.shape[1], : window.shape[2]] = window
     every = torch.arange(count, device=device).view(-1, 1)
     # Columns first: per band, (3*tall, span) @ (span, BAND), rounded to 8 bits
     # before the second pass as PIL does (and torch's uint8 kernel after it): on
