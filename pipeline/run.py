@@ -23,6 +23,7 @@ from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
 from pipeline.io.sink import ShardSink
+from pipeline.models.identity import check_scored_models
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
 from pipeline.report.summary import build_summary
 from pipeline.scoring.clock import StreamClock
@@ -77,6 +78,14 @@ def _beside_a_tar(shard: Shard, config: WinnowConfig) -> bool:
     return fs.exists(path.removesuffix(".parquet") + ".tar")
 
 
+def _state(shard: Shard, records: dict[str, dict[str, Any]]) -> str:
+    """'new', 'committed' (same input as recorded) or 'changed' (input differs: redo)."""
+    if shard.name not in records:
+        return "new"
+    same = records[shard.name].get("input_fingerprint") == shard.fingerprint
+    return "committed" if same else "changed"
+
+
 def _inputs(config: WinnowConfig) -> tuple[list[Shard], list[ShardFailure]]:
     return _usable(discover(config.input.paths(), config.input.storage_options), config)
 
@@ -120,6 +129,7 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
+    models = [describe(m) for m in config.models]
     # What can be refused is refused before anything is written.
     if config.input.format == "webdataset":
         from pipeline.io.webdataset import find_tars
@@ -134,14 +144,18 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
             log.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
         if tars:
             config, shards, failures = _staged_inputs(config, layout, tars)
-        states = {s.name: layout.state(s.name, s.fingerprint) for s in shards}
+        records = layout.records([s.name for s in shards])
+        check_scored_models(models, records, layout)
+        states = {s.name: _state(s, records) for s in shards}
         todo = [s for s in shards if states[s.name] != "committed"] if score else []
         if retry_failed:
             previous = layout.read_json(layout.path(SUMMARY)) or {}
             names = {f["shard"] for f in previous.get("failed_shards", [])}
             todo = [s for s in todo if s.name in names]
             failures = [f for f in failures if f.name in names]
-        summary = _run_locked(config, layout, shards, todo, states, failures, score)
+        summary = _run_locked(
+            config, layout, shards, todo, states, records, failures, score, models=models
+        )
         report = _report(config) if config.output.report and summary["shards"] else None
     return RunResult(summary=summary, output=layout.url(), report=report)
 
@@ -167,10 +181,15 @@ def _run_locked(
     shards: list[Shard],
     todo: list[Shard],
     states: dict[str, str],
+    records: dict[str, dict[str, Any]],
     failures: list[ShardFailure],
     score: bool,
+    *,
+    models: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    models = [describe(m) for m in config.models]
+    """Score `todo`, filter every committed shard, summarise. `records` are the commit
+    records, kept up to date here as shards are committed and filtered; `models` the
+    config's as the outputs record them."""
     config_dump = recorded(config)
     started = datetime.now(timezone.utc)
     layout.prepare()
@@ -186,14 +205,15 @@ def _run_locked(
             scored_now, score_failures = _score(todo, layout, config, plan, metadata, clock)
             scoring_seconds = clock.elapsed
             failures += score_failures
+            records.update((record["shard"], record) for record in scored_now)
         refs = [
             ShardRef(name=s.name, scored=layout.url(SCORED, f"{s.name}.parquet"), input=s.url)
             for s in shards
-            if layout.is_committed(s.name)
+            if s.name in records
         ]
         if not score and len(refs) < len(shards):
             log.warning("%d input shard(s) have no scored output yet", len(shards) - len(refs))
-        fitted, filter_failures = curate(config, layout, refs)
+        fitted, filter_failures = curate(config, layout, refs, records)
         failures += filter_failures
     summary = build_summary(
         started=started,
@@ -203,7 +223,7 @@ def _run_locked(
         steady_rows_per_second=clock.steady_rows_per_second,
         scored_now=scored_now,
         redone={s.name for s in todo if states[s.name] == "changed"},
-        records=[layout.read_json(layout.stats(r.name)) or {} for r in refs],
+        records=[records[r.name] for r in refs],
         failures=failures,
         models=models,
         config=config_dump,

@@ -74,6 +74,23 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
     assert refiltered.returncode == 0, refiltered.stderr
     assert "winnow: filters applied to 3 scored shard(s); 15 rows in output" in refiltered.stdout
     assert "scored," not in refiltered.stdout
+    # Other models than the output's are refused before anything is written: their
+    # scores would mix with the old ones, or filter on columns the old shards lack.
+    before = (out / "_summary.json").read_text()
+    for command in ("filter", "run"):
+        other = winnow(
+            command,
+            str(config),
+            "--set",
+            f"output.path={out}",
+            "--set",
+            "models.0.alias=b32",
+            cwd=tmp_path,
+        )
+        assert other.returncode == 2, other.stderr
+        assert "holds shards scored by clip: winnow-test-tiny" in other.stderr
+        assert "this config's models are b32: winnow-test-tiny" in other.stderr
+    assert (out / "_summary.json").read_text() == before
 
     # A new shard and a changed one in the same rerun: each counted for what it is.
     write_shard(tmp_path / "in" / "00003.parquet", good_rows(3, 4))

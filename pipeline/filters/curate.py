@@ -84,9 +84,15 @@ def fingerprint(policies: list[Policy], config: WinnowConfig, record: dict[str, 
 
 
 def curate(
-    config: WinnowConfig, layout: OutputLayout, refs: list[ShardRef]
+    config: WinnowConfig,
+    layout: OutputLayout,
+    refs: list[ShardRef],
+    records: dict[str, dict[str, Any]],
 ) -> tuple[dict[str, Any], list[ShardFailure]]:
-    """Filter every committed shard; return each pool policy's fitted state, and failures."""
+    """Filter every committed shard; return each pool policy's fitted state, and failures.
+
+    `records` are the shards' commit records; each shard filtered gets its outcome
+    written into its record, here and in its stats file."""
     import ray
 
     policies = build_policies(config)
@@ -98,12 +104,13 @@ def curate(
     remote = ray.remote(num_cpus=0.5, max_retries=3)(filter_shard)
     pending: dict[Any, tuple[ShardRef, dict[str, Any], str]] = {}
     skipped = 0
+    filtered = layout.names_in(FILTERED)
     for ref in refs:
-        record = layout.read_json(layout.stats(ref.name)) or {}
+        record = records[ref.name]
         shard_policies = [p.for_shard(ref.name) for p in policies]
         stamp = fingerprint(shard_policies, config, record)
         done = record.get("filters", {}).get("fingerprint") == stamp
-        if done and layout.fs.exists(layout.filtered(ref.name)):
+        if done and ref.name in filtered:
             skipped += 1
             continue
         pending[remote.remote(ref, config, shard_policies)] = (ref, record, stamp)

@@ -89,16 +89,22 @@ class OutputLayout:
         with self.fs.open(final, "r") as handle:
             return json.load(handle)
 
-    def is_committed(self, name: str) -> bool:
-        marker = self.read_json(self.stats(name))
-        return bool(marker) and self.fs.exists(self.scored(name))
+    def names_in(self, folder: str) -> set[str]:
+        """The shard names with a data or stats file in `folder`: one listing, not a
+        request per shard (on object storage, thousands of requests take minutes)."""
+        path = self.path(folder)
+        if not self.fs.exists(path):
+            return set()
+        files = (posixpath.basename(p) for p in self.fs.ls(path, detail=False))
+        return {f.rsplit(".", 1)[0] for f in files if f.endswith((".parquet", ".json"))}
 
-    def state(self, name: str, fingerprint: dict[str, Any]) -> str:
-        """'new', 'committed' (same input as recorded) or 'changed' (input differs: redo)."""
-        record = self.read_json(self.stats(name))
-        if not record or not self.fs.exists(self.scored(name)):
-            return "new"
-        return "committed" if record.get("input_fingerprint") == fingerprint else "changed"
+    def records(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The commit records of those of `names` that are committed (a stats record and a
+        scored file), read in one batched request where the storage has one."""
+        committed = set(names) & self.names_in(STATS) & self.names_in(SCORED)
+        paths = {self.stats(name): name for name in committed}
+        found = self.fs.cat(list(paths), on_error="omit") if paths else {}
+        return {paths[path]: json.loads(data) for path, data in found.items()}
 
     def remove_leftovers(self) -> list[str]:
         """Delete temporary files of attempts that never committed (the caller holds the lock)."""

@@ -8,6 +8,7 @@ reported as a failed shard instead of stopping the run.
 from __future__ import annotations
 
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -147,29 +148,35 @@ def input_fingerprint(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
     return {"size": info.get("size"), "version": version}
 
 
+# Footers read at once: on object storage each read waits on a round trip or two.
+DISCOVERY_THREADS = 16
+
+
+def _describe(index: int, fs: AbstractFileSystem, path: str) -> Shard | ShardFailure:
+    url = full_url(fs, path)
+    try:
+        meta = retrying(partial(_footer, fs, path), what=f"reading the footer of {url}")
+        groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        schema = meta.schema.to_arrow_schema()
+        fingerprint = input_fingerprint(fs, path)
+    except Exception as error:  # any unreadable footer is a per-shard failure
+        return ShardFailure(name=shard_name(path), url=url, error=f"unreadable Parquet: {error}")
+    return Shard(
+        index=index,
+        url=url,
+        name=shard_name(path),
+        num_rows=sum(groups),
+        row_group_rows=groups,
+        schema=schema.remove_metadata(),
+        fingerprint=fingerprint,
+    )
+
+
 def discover(paths: list[str], storage_options: dict[str, Any]) -> Discovery:
-    found = Discovery()
-    for index, (fs, path) in enumerate(list_input_files(paths, storage_options)):
-        url = full_url(fs, path)
-        try:
-            meta = retrying(partial(_footer, fs, path), what=f"reading the footer of {url}")
-            groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-            schema = meta.schema.to_arrow_schema()
-            fingerprint = input_fingerprint(fs, path)
-        except Exception as error:  # any unreadable footer is a per-shard failure
-            found.failures.append(
-                ShardFailure(name=shard_name(path), url=url, error=f"unreadable Parquet: {error}")
-            )
-            continue
-        found.shards.append(
-            Shard(
-                index=index,
-                url=url,
-                name=shard_name(path),
-                num_rows=sum(groups),
-                row_group_rows=groups,
-                schema=schema.remove_metadata(),
-                fingerprint=fingerprint,
-            )
-        )
-    return found
+    files = list_input_files(paths, storage_options)
+    with ThreadPoolExecutor(DISCOVERY_THREADS, thread_name_prefix="winnow-discover") as pool:
+        described = list(pool.map(lambda item: _describe(item[0], *item[1]), enumerate(files)))
+    return Discovery(
+        shards=[d for d in described if isinstance(d, Shard)],
+        failures=[d for d in described if isinstance(d, ShardFailure)],
+    )

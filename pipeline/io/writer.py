@@ -65,6 +65,7 @@ class ShardWriter:
         metadata: dict[str, Any],
     ) -> None:
         self.shard, self.layout, self.config = shard, layout, config
+        self.models = metadata["models"]
         self.schema = output_schema(shard.schema, config, dims, metadata)
         added = set(config.added_columns())
         self.input_columns = [name for name in self.schema.names if name not in added]
@@ -155,6 +156,7 @@ class ShardWriter:
             "output": self.layout.fs.unstrip_protocol(self.final),
             "committed_at": datetime.now(timezone.utc).isoformat(),
             "seconds": round(time.monotonic() - (self.started or time.monotonic()), 3),
+            "models": self.models,
             **self.stats.to_json(),
         }
         self.layout.write_json(self.layout.stats(self.shard.name), record)
