@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
 
@@ -37,6 +38,20 @@ def _part(run: Run, name: str, alias: str) -> pa.Table:
     return table.filter(pc.and_(pc.is_valid(table[image]), pc.is_valid(table[text])))
 
 
+def _ahead(read: Callable[[str], pa.Table], names: Iterable[str]) -> Iterator[pa.Table]:
+    """Each shard's part, the next one read while the caller writes this one: on object
+    storage both wait on the network. Memory holds two parts, however many shards."""
+    with ThreadPoolExecutor(1, thread_name_prefix="winnow-export") as pool:
+        pending = None
+        for name in names:
+            following = pool.submit(read, name)
+            if pending is not None:
+                yield pending.result()
+            pending = following
+        if pending is not None:
+            yield pending.result()
+
+
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     flat = column.combine_chunks()
     width = flat.type.list_size
@@ -50,8 +65,7 @@ def export_npy(
     for folder in ("img_emb", "text_emb", "metadata"):
         fs.makedirs(posixpath.join(root, folder), exist_ok=True)
     rows = 0
-    for index, name in enumerate(names):
-        part = _part(run, name, alias)
+    for index, part in enumerate(_ahead(lambda name: _part(run, name, alias), names)):
         for folder, column in (("img_emb", "image"), ("text_emb", "text")):
             with fs.open(posixpath.join(root, folder, f"{folder}_{index}.npy"), "wb") as handle:
                 np.save(handle, _matrix(part[f"{alias}_{column}_embedding"]))
@@ -79,13 +93,13 @@ def _lance_part(run: Run, name: str, alias: str) -> pa.Table:
 
 
 def export_lance(run: Run, alias: str, target: str, names: Iterable[str]) -> dict[str, Any]:
-    """One Lance table, streamed to it a shard at a time: memory holds one shard's part,
-    however many shards the run has."""
+    """One Lance table, streamed to it a shard at a time: memory holds two shards' parts
+    (`_ahead`), however many shards the run has."""
     try:
         import lance
     except ImportError:
         raise RuntimeError("--format lance needs pylance: pip install -e '.[lance]'") from None
-    parts = (_lance_part(run, name, alias) for name in names)
+    parts = _ahead(lambda name: _lance_part(run, name, alias), names)
     first = next(parts, None)
     if first is None:
         raise ValueError(f"{run.layout.url()} has no scored shards to export")
