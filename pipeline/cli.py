@@ -162,7 +162,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         print(f"winnow: report -> {write_report(args.output)}")
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG
     return 0

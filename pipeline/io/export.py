@@ -100,9 +100,7 @@ def export_lance(run: Run, alias: str, target: str, names: Iterable[str]) -> dic
     except ImportError:
         raise RuntimeError("--format lance needs pylance: pip install -e '.[lance]'") from None
     parts = _ahead(lambda name: _lance_part(run, name, alias), names)
-    first = next(parts, None)
-    if first is None:
-        raise ValueError(f"{run.layout.url()} has no scored shards to export")
+    first = next(parts)  # `export` refuses a run without scored shards
     rows = 0
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -134,6 +132,8 @@ def export(
         raise ValueError(
             f"--alias {alias!r} is not a model of this run (have: {', '.join(run.aliases)})"
         )
+    if not run.shards:
+        raise ValueError(f"{run.layout.url()} has no scored shards to export")
     tally = Tally(what="export", unit="shard(s) read", total=len(run.shards))
     with logged_every(tally.line, logger=log):
         names = tally.count(run.shards)

@@ -100,6 +100,9 @@ def write_report(
     input_storage_options: dict[str, Any] | None = None,
 ) -> str:
     run = Run.open(output, storage_options, input_storage_options=input_storage_options)
+    if not run.shards:
+        failed = len(run.summary.get("failed_shards", []))
+        raise ValueError(f"{run.layout.url()} has no scored shards to report on ({failed} failed)")
     page = render(run)
     path = run.layout.path("report", "index.html")
     run.layout.fs.makedirs(run.layout.path("report"), exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -63,3 +64,21 @@ def test_report_command_refuses_a_folder_that_is_not_a_run(tmp_path):
     )
     assert result.returncode == 2
     assert "_summary.json not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["report"], ["export", "--output", "x"], ["export", "--format", "lance", "--output", "x"]],
+)
+def test_a_run_whose_every_shard_failed_has_nothing_to_report_or_export(tmp_path, command):
+    summary = {"shards": [], "models": [{"alias": "clip"}], "failed_shards": [{"shard": "a"}]}
+    (tmp_path / "_summary.json").write_text(json.dumps(summary))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", command[0], str(tmp_path), *command[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "has no scored shards to" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
