@@ -58,14 +58,11 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
         config.check_input_columns(shard.columns, where=f"input shard {shard.url}")
         check_policy_columns(policies, shard.columns, where=f"input shard {shard.url}")
         missing = [c for c in required if c and c not in shard.columns]
-        error = unreadable_columns(shard.schema, config.input)
-        if missing:
-            error = (
-                f"missing column(s) {', '.join(missing)} (has: {', '.join(shard.columns)}); "
-                "set input.image_column / caption_column / id_column to match"
-            )
-            if config.input.image_column in missing and _beside_a_tar(shard, config):
-                error += "; or, as it is img2dataset's sidecar to a tar, input.format: webdataset"
+        error = (
+            _missing(missing, shard, config)
+            if missing
+            else unreadable_columns(shard.schema, config.input)
+        )
         if error:
             failures.append(ShardFailure(name=shard.name, url=shard.url, error=error))
         else:
@@ -73,9 +70,15 @@ def _usable(discovery: Discovery, config: WinnowConfig) -> tuple[list[Shard], li
     return usable, failures
 
 
-def _beside_a_tar(shard: Shard, config: WinnowConfig) -> bool:
+def _missing(missing: list[str], shard: Shard, config: WinnowConfig) -> str:
+    error = (
+        f"missing column(s) {', '.join(missing)} (has: {', '.join(shard.columns)}); "
+        "set input.image_column / caption_column / id_column to match"
+    )
     fs, path = open_fs(shard.url, config.input.storage_options)
-    return fs.exists(path.removesuffix(".parquet") + ".tar")
+    if config.input.image_column in missing and fs.exists(path.removesuffix(".parquet") + ".tar"):
+        error += "; or, as it is img2dataset's sidecar to a tar, input.format: webdataset"
+    return error
 
 
 def _state(shard: Shard, records: dict[str, dict[str, Any]]) -> str:

@@ -161,7 +161,7 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
 
     name, pretrained = model_identifier(config)
     if name.startswith(HF_HUB):
-        _check_hub_weights(name[len(HF_HUB) :], HUB_MODEL_FILES, key=pretrained_key)
+        _check_hub_weights(name[len(HF_HUB) :], _weight_files(HUB_WEIGHTS), key=pretrained_key)
         return []
     if _architecture(name) is None:
         close = [m for m in open_clip().list_models() if name.lower()[:5] in m.lower()][:8]
@@ -197,12 +197,12 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
 
 # open_clip's weights in a hub repo, and the safetensors it looks for first.
 HUB_WEIGHTS = "open_clip_pytorch_model.bin"
-HUB_MODEL_FILES = ("open_clip_model.safetensors", HUB_WEIGHTS)
+HUB_SAFETENSORS = "open_clip_model.safetensors"
 
 
 def _weight_files(file: str) -> tuple[str, ...]:
     stem, extension = os.path.splitext(file)
-    safe = "open_clip_model.safetensors" if file == HUB_WEIGHTS else f"{stem}.safetensors"
+    safe = HUB_SAFETENSORS if file == HUB_WEIGHTS else f"{stem}.safetensors"
     return (file,) if extension == ".safetensors" else (safe, file)
 
 
