@@ -21,7 +21,7 @@ from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
-from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
+from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs, span_rows
 from pipeline.io.sink import ShardSink
 from pipeline.models.identity import check_scored_models
 from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
@@ -247,8 +247,8 @@ def _score(
 ) -> tuple[list[dict[str, Any]], list[ShardFailure]]:
     dims = {m.alias: embedding_dim(m) for m in config.models}
     sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
-    tasks = [task for shard in todo for task in shard.row_group_tasks()]
-    log.info("scoring %d shard(s), %d row group(s) on %s", len(todo), len(tasks), plan.describe())
+    tasks = [task for shard in todo for task in shard.read_tasks(rows=span_rows(config))]
+    log.info("scoring %d shard(s) in %d read(s) on %s", len(todo), len(tasks), plan.describe())
     progress = StreamProgress(
         clock=clock,
         total_rows=sum(s.num_rows for s in todo),

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import InputConfig
 from pipeline.io.retry import retrying
-from pipeline.io.shards import open_fs
+from pipeline.io.shards import describe_groups, open_fs
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ UPSTREAM_ERROR = "_winnow_upstream_error"
 UPSTREAM_SUCCESS = "success"
 
 
-def read_input_row_group(
-    url: str, row_group: int, *, columns: list[str] | None, storage_options: dict[str, Any]
+def read_input_row_groups(
+    url: str, row_groups: list[int], *, columns: list[str] | None, storage_options: dict[str, Any]
 ) -> pa.Table:
-    """One row group; `columns` the shard lacks are left out rather than failing the read."""
+    """Row groups in one read; `columns` the shard lacks are left out rather than failing it."""
     fs, path = open_fs(url, storage_options)
 
     def read() -> pa.Table:
@@ -43,9 +43,16 @@ def read_input_row_group(
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]
-            return parquet.read_row_group(row_group, columns=present)
+            # One group at a time: ten of img2dataset's read at 26k rows/s here that way,
+            # and at 19k with one read_row_groups call.
+            return pa.concat_tables(parquet.read_row_group(g, columns=present) for g in row_groups)
 
-    return retrying(read, what=f"reading {url} row group {row_group}")
+    return retrying(read, what=f"reading {url} {describe_groups(row_groups)}")
+
+
+def task_groups(task: dict[str, Any]) -> list[int]:
+    """The row groups a read task covers (see `Shard.read_tasks`)."""
+    return list(range(task["first_group"], task["first_group"] + task["groups"]))
 
 
 def image_bytes(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -103,22 +110,22 @@ def model_inputs(table: pa.Table, task: dict[str, Any], source: InputConfig) -> 
 
 
 def read_model_inputs(task: dict[str, Any], source: InputConfig) -> pa.Table:
-    """One read task's row group as the model stages' columns."""
+    """One read task's row groups as the model stages' columns."""
     columns = [source.image_column, source.caption_column]
     columns += [c for c in (source.upstream_status_column, source.upstream_error_column) if c]
-    table = read_input_row_group(
-        task["url"], task["row_group"], columns=columns, storage_options=source.storage_options
+    table = read_input_row_groups(
+        task["url"], task_groups(task), columns=columns, storage_options=source.storage_options
     )
     return model_inputs(table, task, source)
 
 
 def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Table]:
-    """Ray Data stage: each incoming row is a read task; yield one table per row group.
+    """Ray Data stage: each incoming row is a read task; yield one table per task.
 
-    A row group that cannot be read yields nothing: the writer sees the gap,
+    Row groups that cannot be read yield nothing: the writer sees the gap,
     fails that shard with the reason, and the other shards carry on.
     """
-    keys = ("shard", "url", "row_group", "first_row")
+    keys = ("shard", "url", "first_group", "groups", "first_row")
     for values in zip(*(batch[k] for k in keys), strict=True):
         task = {
             k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values, strict=True)
@@ -126,4 +133,5 @@ def read_stage(batch: dict[str, Any], *, source: InputConfig) -> Iterator[pa.Tab
         try:
             yield read_model_inputs(task, source)
         except Exception as error:  # reported per shard by the writer
-            log.warning("cannot read %s row group %s: %s", task["url"], task["row_group"], error)
+            where = describe_groups(task_groups(task))
+            log.warning("cannot read %s %s: %s", task["url"], where, error)

@@ -111,9 +111,9 @@ class ShardSink:
 
     def _explain(self, index: int, symptom: str) -> str:
         """Find out why rows went missing by doing the read stage's work here again."""
-        for task in self.shards[index].row_group_tasks():
+        for task in self.shards[index].read_tasks(rows=1):  # each row group alone
             try:
                 read_model_inputs(task, self.config.input)
             except Exception as error:
-                return f"unreadable row group {task['row_group']}: {error}"
+                return f"unreadable row group {task['first_group']}: {error}"
         return symptom

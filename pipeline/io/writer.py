@@ -1,10 +1,11 @@
-"""Writing one scored shard: model output joined back to the input, row group by row group.
+"""Writing one scored shard: model output joined back to the input, span by span.
 
-Model output arrives in input order, a batch at a time. Once every row of an
-input row group has arrived, that row group's other columns are read again
-(a narrow read: no image bytes unless asked for) and the joined rows are
-written, so memory holds one row group at most. The file is written under a
-temporary name and committed only once all rows are in.
+Model output arrives in input order, a batch at a time. Once every row of a
+span (consecutive input row groups, as the read tasks have them) has arrived,
+its other columns are read again (a narrow read: no image bytes unless asked
+for) and the joined rows are written as one row group, so memory holds one
+span at most. The file is written under a temporary name and committed only
+once all rows are in.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout
-from pipeline.io.reader import ROW, read_input_row_group
-from pipeline.io.shards import Shard
+from pipeline.io.reader import ROW, read_input_row_groups
+from pipeline.io.shards import Shard, Span, span_rows
 from pipeline.report.stats import ShardStats
 from pipeline.scoring.scorer import ERROR, STATUS
 
@@ -71,13 +72,7 @@ class ShardWriter:
         self.input_columns = [name for name in self.schema.names if name not in added]
         self.final = layout.scored(shard.name)
         self.temporary = layout.temporary(self.final)
-        self.groups = [
-            (group, start, start + rows)
-            for group, (start, rows) in enumerate(
-                zip(shard.row_group_starts, shard.row_group_rows, strict=True)
-            )
-            if rows
-        ]
+        self.spans = shard.spans(rows=span_rows(config))
         self.pending: list[pa.Table] = []
         self.next_row = 0
         self.stats = ShardStats()
@@ -99,16 +94,16 @@ class ShardWriter:
         self.started = self.started or time.monotonic()
         self.pending.append(outputs)
         self.next_row += len(rows)
-        while self.groups and self.next_row >= self.groups[0][2]:
-            self._write_group(*self.groups.pop(0))
+        while self.spans and self.next_row >= self.spans[0].first_row + self.spans[0].rows:
+            self._write_span(self.spans.pop(0))
 
-    def _write_group(self, group: int, start: int, end: int) -> None:
+    def _write_span(self, span: Span) -> None:
         pending = pa.concat_tables(self.pending)
-        consumed = pending.slice(0, end - start)
-        self.pending = [pending.slice(end - start)] if pending.num_rows > end - start else []
-        inputs = read_input_row_group(
+        consumed = pending.slice(0, span.rows)
+        self.pending = [pending.slice(span.rows)] if pending.num_rows > span.rows else []
+        inputs = read_input_row_groups(
             self.shard.url,
-            group,
+            list(span.row_groups),
             columns=self.input_columns,
             storage_options=self.config.input.storage_options,
         )

@@ -36,6 +36,8 @@ class WebPairsSpec:
     min_side: int = 256
     max_side: int = 1024
     distinct_images: int = 4096
+    # img2dataset's: it writes a row group every 100 rows.
+    row_group_rows: int = 100
 
 
 def web_like_jpeg(rng: np.random.Generator, spec: WebPairsSpec) -> tuple[bytes, str, int, int]:
@@ -89,7 +91,7 @@ def generate(folder: Path, spec: WebPairsSpec) -> dict[str, Any]:
         pq.write_table(
             pa.Table.from_pylist(rows, schema=IMG2DATASET_SCHEMA),
             folder / f"{shard:05d}.parquet",
-            row_group_size=512,
+            row_group_size=spec.row_group_rows,
         )
     kilobytes = np.asarray(sizes) / 1024
     return {

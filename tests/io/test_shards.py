@@ -40,8 +40,31 @@ def test_directory_discovery_reads_footers_and_ignores_side_files(memfs):
     assert found.shards[1].num_rows == 7
     assert found.shards[1].row_group_rows == (3, 3, 1)
     assert found.shards[1].row_group_starts == [0, 3, 6]
-    assert [t["first_row"] for t in found.shards[1].row_group_tasks()] == [0, 3, 6]
+    assert [t["first_row"] for t in found.shards[1].read_tasks(rows=1)] == [0, 3, 6]
     assert found.shards[0].columns == ["key", "jpg", "caption"]
+
+
+def test_img2dataset_row_groups_are_read_and_written_a_batch_at_a_time(memfs):
+    """img2dataset writes a row group every 100 rows: one read each would pay an open,
+    a footer and a request per column for every 100 rows."""
+    put_table(memfs, "/shards/00000.parquet", 2048, row_group_size=100)
+    shard = discover(["memory://shards"], {}).shards[0]
+    spans = shard.spans(rows=1024)
+    assert [(s.row_groups[0], len(s.row_groups), s.first_row, s.rows) for s in spans] == [
+        (0, 10, 0, 1000),
+        (10, 10, 1000, 1000),
+        (20, 1, 2000, 48),
+    ]
+    tasks = shard.read_tasks(rows=1024)
+    assert [(t["first_group"], t["groups"], t["first_row"]) for t in tasks] == [
+        (0, 10, 0),
+        (10, 10, 1000),
+        (20, 1, 2000),
+    ]
+    # Heavy rows: a span holds no more bytes than a block, and a larger group goes alone.
+    group_bytes = max(shard.row_group_bytes)
+    assert [len(s.row_groups) for s in shard.spans(rows=1024, size=3 * group_bytes)][:2] == [3, 3]
+    assert [len(s.row_groups) for s in shard.spans(rows=1024, size=1)] == [1] * 21
 
 
 def test_globs_and_lists(memfs):

@@ -48,7 +48,8 @@ def embeddings(table, column):
 
 
 def test_scores_and_embeddings_match_plain_open_clip(tmp_path, tiny_checkpoint):
-    inputs = write_dataset(tmp_path / "in", shards=2, rows=20, row_group_size=7)
+    # Row groups of 3 are read, joined and written two at a time (spans of up to a batch of 8).
+    inputs = write_dataset(tmp_path / "in", shards=2, rows=20, row_group_size=3)
     config = parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint))
     result = run(config)
     assert result.failed == []
@@ -66,8 +67,10 @@ def test_scores_and_embeddings_match_plain_open_clip(tmp_path, tiny_checkpoint):
         np.testing.assert_allclose(embeddings(scored, "clip_image_embedding"), image, atol=1e-4)
         np.testing.assert_allclose(embeddings(scored, "clip_text_embedding"), text, atol=1e-4)
         assert set(scored["winnow_status"].to_pylist()) == {"ok"}
+        written = pq.ParquetFile(tmp_path / "out" / "scored" / path.name).metadata
+        assert [written.row_group(i).num_rows for i in range(written.num_row_groups)] == [6, 6, 8]
         # Embeddings are written plain (no dictionary, no statistics): far faster to write.
-        columns = pq.ParquetFile(tmp_path / "out" / "scored" / path.name).metadata.row_group(0)
+        columns = written.row_group(0)
         chunks = {
             columns.column(i).path_in_schema: columns.column(i) for i in range(columns.num_columns)
         }
@@ -167,6 +170,14 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     pq.write_table(pa.Table.from_pylist(numbered), tmp_path / "in" / "numbers.parquet")
     listed = [{**r, "status": [r["status"]]} for r in good_rows(7, 2)]
     pq.write_table(pa.Table.from_pylist(listed), tmp_path / "in" / "liststatus.parquet")
+    # Row groups of 3 read two at a time (a batch is 8 rows); the second one's captions damaged.
+    damaged = tmp_path / "in" / "damaged.parquet"
+    write_shard(damaged, good_rows(8, 9), row_group_size=3)
+    captions = pq.ParquetFile(damaged).metadata.row_group(1).column(2)
+    assert captions.path_in_schema == "caption"
+    data = bytearray(damaged.read_bytes())
+    data[captions.data_page_offset : captions.data_page_offset + 16] = b"\xff" * 16
+    damaged.write_bytes(bytes(data))
     monkeypatch.setattr("pipeline.heartbeat.PROGRESS_SECONDS", 0.2)
     with (
         caplog.at_level("INFO", logger="pipeline.io.sink"),
@@ -174,19 +185,20 @@ def test_failed_and_empty_shards_are_reported_while_others_complete(
     ):
         result = run(parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)))
     failed = {f["shard"]: f["error"] for f in result.failed}
-    assert set(failed) == {"truncated", "nocaption", "numbers", "liststatus"}
+    assert set(failed) == {"truncated", "nocaption", "numbers", "liststatus", "damaged"}
     # Progress on a long run: a line every so often (30 s; here 0.2 s, the first before
     # the actors have started), and a line per committed shard.
     assert "scoring: no rows back yet after 0 s" in caplog.text
     # Ray Data's own progress block (its operators' state) stays in its log file.
     assert "Total Progress" not in capfd.readouterr().err
-    assert "committed shard empty: 0 rows (1 of 4 shards)" in caplog.text
+    assert "committed shard empty: 0 rows (1 of 5 shards)" in caplog.text
     assert "committed shard 00000: 6 rows" in caplog.text
-    assert "(3 of 4 shards)" in caplog.text
+    assert "(3 of 5 shards)" in caplog.text
     assert "unreadable Parquet" in failed["truncated"]
     assert "missing column(s) caption" in failed["nocaption"]
     # The read stage's own error, not only that rows went missing.
     assert failed["liststatus"].startswith("unreadable row group 0: Unsupported cast from list")
+    assert failed["damaged"].startswith("unreadable row group 1: ")
     assert failed["numbers"] == (
         "column 'caption' is int64, which cannot be read as the captions (string); "
         "set input.caption_column to the captions' column"
