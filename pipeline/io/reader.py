@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.parquet import open_parquet_file
 
 from pipeline.config import InputConfig
 from pipeline.io.retry import retrying
@@ -30,16 +32,42 @@ CAPTION = "_winnow_caption"
 UPSTREAM_OK = "_winnow_upstream_ok"
 UPSTREAM_ERROR = "_winnow_upstream_error"
 UPSTREAM_SUCCESS = "success"
+# Bytes an exact read fetches from a file's end for its footer, in one request with its
+# data (fsspec's default is 1 MB): img2dataset's footer is about 1.1 KB a row group.
+FOOTER_SAMPLE = 256 * 1024
 
 
 def read_input_row_groups(
-    url: str, row_groups: list[int], *, columns: list[str] | None, storage_options: dict[str, Any]
+    url: str,
+    row_groups: list[int],
+    *,
+    columns: list[str] | None,
+    storage_options: dict[str, Any],
+    exact: bool = False,
 ) -> pa.Table:
-    """Row groups in one read; `columns` the shard lacks are left out rather than failing it."""
+    """Row groups in one read; `columns` the shard lacks are left out rather than failing it.
+
+    `exact`: on object storage, fetch just these columns' byte ranges, several at once. A
+    narrow read through a plain open's readahead downloads the image bytes between them:
+    100 MB for 90 KB of columns in 1,000 of img2dataset's rows (4 requests), against
+    2 MB in 14 requests, from a local S3 server.
+    """
     fs, path = open_fs(url, storage_options)
 
+    def opened() -> Any:
+        if exact and not isinstance(fs, LocalFileSystem):
+            return open_parquet_file(
+                path,
+                fs=fs,
+                columns=columns,
+                row_groups=row_groups,
+                engine="pyarrow",
+                footer_sample_size=FOOTER_SAMPLE,
+            )
+        return fs.open(path, "rb")
+
     def read() -> pa.Table:
-        with fs.open(path, "rb") as handle:
+        with opened() as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             present = None if columns is None else [c for c in columns if c in names]

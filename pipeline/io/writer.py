@@ -106,6 +106,7 @@ class ShardWriter:
             list(span.row_groups),
             columns=self.input_columns,
             storage_options=self.config.input.storage_options,
+            exact=True,
         )
         columns = {name: inputs[name] for name in self.input_columns}
         renamed = {STATUS: self.config.output.status_column, ERROR: self.config.output.error_column}
