@@ -27,6 +27,12 @@ from pipeline.report.stats import ShardStats
 from pipeline.scoring.scorer import ERROR, STATUS
 
 METADATA_KEY = b"winnow"
+# Rows whose other columns one read fetches ahead, several spans' worth, when no image
+# bytes are kept (those columns are a few hundred bytes a row). Each exact read from object
+# storage pays a footer sample and its own round of requests: a 2,048-row img2dataset
+# shard's three spans took 32 requests and 1.6 MB from moto's S3 server, one read 24 and
+# 0.6 MB, and the writer went from 590 to 820 rows/s there.
+READ_AHEAD_ROWS = 16384
 
 
 class ShardError(RuntimeError):
@@ -73,6 +79,8 @@ class ShardWriter:
         self.final = layout.scored(shard.name)
         self.temporary = layout.temporary(self.final)
         self.spans = shard.spans(rows=span_rows(config))
+        self.ahead = READ_AHEAD_ROWS if not config.output.keep_image_bytes else 0
+        self.inputs: tuple[int, pa.Table] | None = None  # (first row, rows read ahead)
         self.pending: list[pa.Table] = []
         self.next_row = 0
         self.stats = ShardStats()
@@ -101,13 +109,7 @@ class ShardWriter:
         pending = pa.concat_tables(self.pending)
         consumed = pending.slice(0, span.rows)
         self.pending = [pending.slice(span.rows)] if pending.num_rows > span.rows else []
-        inputs = read_input_row_groups(
-            self.shard.url,
-            list(span.row_groups),
-            columns=self.input_columns,
-            storage_options=self.config.input.storage_options,
-            exact=True,
-        )
+        inputs = self._inputs(span)
         columns = {name: inputs[name] for name in self.input_columns}
         renamed = {STATUS: self.config.output.status_column, ERROR: self.config.output.error_column}
         for name in consumed.column_names:
@@ -120,6 +122,26 @@ class ShardWriter:
             aliases=[m.alias for m in self.config.models],
         )
         self._open().write_table(table)
+
+    def _inputs(self, span: Span) -> pa.Table:
+        """The span's other input columns, from one read of it and the spans after it
+        (up to `ahead` rows; just the span where image bytes are kept)."""
+        if self.inputs is None or span.first_row >= self.inputs[0] + self.inputs[1].num_rows:
+            spans = [span]
+            for later in self.spans:
+                if later.first_row + later.rows - span.first_row > self.ahead:
+                    break
+                spans.append(later)
+            table = read_input_row_groups(
+                self.shard.url,
+                [group for each in spans for group in each.row_groups],
+                columns=self.input_columns,
+                storage_options=self.config.input.storage_options,
+                exact=True,
+            )
+            self.inputs = (span.first_row, table)
+        first, table = self.inputs
+        return table.slice(span.first_row - first, span.rows)
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
