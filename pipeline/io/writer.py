@@ -3,8 +3,9 @@
 Model output arrives in input order, a batch at a time. Once every row of a
 span (consecutive input row groups, as the read tasks have them) has arrived,
 its other columns are read again (a narrow read: no image bytes unless asked
-for) and the joined rows are written as one row group, so memory holds one
-span at most. The file is written under a temporary name and committed only
+for, read ahead for the next spans) and the joined rows are written as one row
+group, so memory holds one span of output and at most `READ_AHEAD_ROWS` rows of
+those columns. The file is written under a temporary name and committed only
 once all rows are in.
 """
 
