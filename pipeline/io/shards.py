@@ -11,6 +11,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import accumulate
 from typing import Any
 
 import fsspec
@@ -57,7 +58,7 @@ class Shard:
 
     @property
     def row_group_starts(self) -> list[int]:
-        return [sum(self.row_group_rows[:i]) for i in range(len(self.row_group_rows))]
+        return [0, *accumulate(self.row_group_rows)][:-1]
 
     def spans(self, *, rows: int, size: int = SPAN_BYTES) -> list[Span]:
         """Runs of consecutive row groups of up to `rows` rows and `size` bytes (a larger
