@@ -29,7 +29,8 @@ GLOB_CHARS = set("*?[")
 # made 4,200 rows/s through two read tasks here, and 290 rows/s a task from a local S3
 # server, where the writer joined 330 rows/s; spans of ten made those 7,700, 1,000 and 1,700.
 # At most this many bytes (uncompressed, as the footer records them) in one, a larger row
-# group alone: what a read task holds (Ray Data's block size).
+# group alone: what a read task holds (Ray Data's block size). Such a group (pyarrow's
+# writer puts up to 1Mi rows in one) is read and written in pieces of that size or a batch.
 SPAN_BYTES = 128 * 2**20
 
 
@@ -60,9 +61,11 @@ class Shard:
     def row_group_starts(self) -> list[int]:
         return [0, *accumulate(self.row_group_rows)][:-1]
 
-    def spans(self, *, rows: int, size: int = SPAN_BYTES) -> list[Span]:
+    def spans(self, *, rows: int, size: int = SPAN_BYTES, piece: int | None = None) -> list[Span]:
         """Runs of consecutive row groups of up to `rows` rows and `size` bytes (a larger
-        group alone), in order; none without rows."""
+        group alone), in order; none without rows. A span's rows are read and written in
+        pieces of at most `piece` rows (`rows` unless given) and `size` bytes: a run in one,
+        a larger group in several."""
         runs: list[list[int]] = []
         held = weight = 0
         for group, (count, nbytes) in enumerate(
@@ -75,18 +78,21 @@ class Shard:
             held += count
             weight += nbytes
         starts = self.row_group_starts
-        spans = [
-            Span(
-                row_groups=tuple(run),
-                first_row=starts[run[0]],
-                rows=sum(self.row_group_rows[group] for group in run),
+        spans = []
+        for run in runs:
+            count = sum(self.row_group_rows[group] for group in run)
+            nbytes = sum(self.row_group_bytes[group] for group in run)
+            most = min(count, piece or rows, max(1, count * size // max(nbytes, 1)))
+            spans.append(
+                Span(row_groups=tuple(run), first_row=starts[run[0]], rows=count, piece=most)
             )
-            for run in runs
-        ]
         return [span for span in spans if span.rows]
 
-    def read_tasks(self, *, rows: int, size: int = SPAN_BYTES) -> list[dict[str, Any]]:
-        """One read task per span, each knowing where its rows start."""
+    def read_tasks(
+        self, *, rows: int, size: int = SPAN_BYTES, piece: int | None = None
+    ) -> list[dict[str, Any]]:
+        """One read task per span, each knowing where its rows start and the pieces it
+        reads them in."""
         return [
             {
                 "shard": self.index,
@@ -94,8 +100,10 @@ class Shard:
                 "first_group": span.row_groups[0],
                 "groups": len(span.row_groups),
                 "first_row": span.first_row,
+                "rows": span.rows,
+                "piece": span.piece,
             }
-            for span in self.spans(rows=rows, size=size)
+            for span in self.spans(rows=rows, size=size, piece=piece)
         ]
 
 
@@ -104,6 +112,8 @@ class Span:
     row_groups: tuple[int, ...]
     first_row: int
     rows: int
+    # Rows read and written at once: all of them, but for a row group too large for one.
+    piece: int
 
 
 def describe_groups(groups: list[int]) -> str:

@@ -8,6 +8,7 @@ its reason while the other shards carry on.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout
 from pipeline.io.reader import SHARD, read_model_inputs
-from pipeline.io.shards import Shard, ShardFailure
+from pipeline.io.shards import Shard, ShardFailure, span_rows
 from pipeline.io.writer import ShardError, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,10 @@ class ShardSink:
 
     def _explain(self, index: int, symptom: str) -> str:
         """Find out why rows went missing by doing the read stage's work here again."""
-        for task in self.shards[index].read_tasks(rows=1):  # each row group alone
+        tasks = self.shards[index].read_tasks(rows=1, piece=span_rows(self.config))
+        for task in tasks:  # each row group alone
             try:
-                read_model_inputs(task, self.config.input)
+                deque(read_model_inputs(task, self.config.input), maxlen=0)
             except Exception as error:
                 return f"unreadable row group {task['first_group']}: {error}"
         return symptom

@@ -5,14 +5,16 @@ span (consecutive input row groups, as the read tasks have them) has arrived,
 its other columns are read again (a narrow read: no image bytes unless asked
 for, read ahead for the next spans) and the joined rows are written as one row
 group, so memory holds one span of output and at most `READ_AHEAD_ROWS` rows of
-those columns. The file is written under a temporary name and committed only
-once all rows are in.
+those columns. A row group too large for one span is read again and written a
+piece at a time, as the read tasks read it. The file is
+written under a temporary name and committed only once all rows are in.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout
-from pipeline.io.reader import ROW, read_input_row_groups
+from pipeline.io.reader import ROW, read_input_pieces, read_input_row_groups
 from pipeline.io.shards import Shard, Span, span_rows
 from pipeline.report.stats import ShardStats
 from pipeline.scoring.scorer import ERROR, STATUS
@@ -82,8 +84,11 @@ class ShardWriter:
         self.spans = shard.spans(rows=span_rows(config))
         self.ahead = READ_AHEAD_ROWS if not config.output.keep_image_bytes else 0
         self.inputs: tuple[int, pa.Table] | None = None  # (first row, rows read ahead)
+        # A large row group's input being read: (its first row, its pieces, rows held).
+        self.pieces: tuple[int, Iterator[pa.Table], list[pa.Table]] | None = None
         self.pending: list[pa.Table] = []
-        self.next_row = 0
+        self.next_row = 0  # rows arrived
+        self.written = 0  # rows written
         self.stats = ShardStats()
         self.started: float | None = None
         self._handle: Any = None
@@ -103,14 +108,24 @@ class ShardWriter:
         self.started = self.started or time.monotonic()
         self.pending.append(outputs)
         self.next_row += len(rows)
-        while self.spans and self.next_row >= self.spans[0].first_row + self.spans[0].rows:
-            self._write_span(self.spans.pop(0))
+        while self.spans:
+            span = self.spans[0]
+            end = span.first_row + span.rows
+            ready = min(self.next_row, end) - self.written
+            if ready < min(span.piece, end - self.written):
+                break
+            self._write(span, min(ready, span.piece))
+            if self.written == end:
+                self.spans.pop(0)
 
-    def _write_span(self, span: Span) -> None:
+    def _write(self, span: Span, rows: int) -> None:
+        """Join the next `rows` rows of output (all in `span`) to their input and write
+        them as one row group."""
         pending = pa.concat_tables(self.pending)
-        consumed = pending.slice(0, span.rows)
-        self.pending = [pending.slice(span.rows)] if pending.num_rows > span.rows else []
-        inputs = self._inputs(span)
+        consumed = pending.slice(0, rows)
+        self.pending = [pending.slice(rows)] if pending.num_rows > rows else []
+        inputs = self._inputs(span, rows)
+        self.written += rows
         columns = {name: inputs[name] for name in self.input_columns}
         renamed = {STATUS: self.config.output.status_column, ERROR: self.config.output.error_column}
         for name in consumed.column_names:
@@ -124,12 +139,14 @@ class ShardWriter:
         )
         self._open().write_table(table)
 
-    def _inputs(self, span: Span) -> pa.Table:
-        """The span's other input columns, from one read of it and the spans after it
-        (up to `ahead` rows; just the span where image bytes are kept)."""
+    def _inputs(self, span: Span, rows: int) -> pa.Table:
+        """The span's other input columns for its next `rows` rows to write. `span` is
+        the first of `self.spans`: the one being written."""
+        if span.piece < span.rows:
+            return self._piece_inputs(span, rows)
         if self.inputs is None or span.first_row >= self.inputs[0] + self.inputs[1].num_rows:
             spans = [span]
-            for later in self.spans:
+            for later in self.spans[1:]:
                 if later.first_row + later.rows - span.first_row > self.ahead:
                     break
                 spans.append(later)
@@ -142,7 +159,29 @@ class ShardWriter:
             )
             self.inputs = (span.first_row, table)
         first, table = self.inputs
-        return table.slice(span.first_row - first, span.rows)
+        return table.slice(self.written - first, rows)
+
+    def _piece_inputs(self, span: Span, rows: int) -> pa.Table:
+        """The next `rows` input rows of a row group too large to hold whole (image bytes
+        too, where kept), read a piece at a time as the span is written."""
+        if self.pieces is None or self.pieces[0] != span.first_row:
+            tables = read_input_pieces(
+                self.shard.url,
+                list(span.row_groups),
+                columns=self.input_columns,
+                storage_options=self.config.input.storage_options,
+                piece=span.piece,
+            )
+            self.pieces = (span.first_row, tables, [])
+        first, tables, held = self.pieces
+        while sum(table.num_rows for table in held) < rows:
+            table = next(tables, None)
+            if table is None:
+                raise ShardError(f"rows from {self.written} on are missing from the input")
+            held.append(table)
+        table = pa.concat_tables(held)
+        self.pieces = (first, tables, [table.slice(rows)])
+        return table.slice(0, rows)
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:

@@ -67,6 +67,25 @@ def test_img2dataset_row_groups_are_read_and_written_a_batch_at_a_time(memfs):
     assert [len(s.row_groups) for s in shard.spans(rows=1024, size=1)] == [1] * 21
 
 
+def test_a_row_group_larger_than_a_span_is_read_and_written_in_pieces(memfs):
+    """pyarrow's writer puts up to 1Mi rows in one row group: such a group is taken a
+    batch (or a block's bytes) at a time, never whole."""
+    put_table(memfs, "/shards/00000.parquet", 2048, row_group_size=2000)
+    shard = discover(["memory://shards"], {}).shards[0]
+    assert [(s.rows, s.piece) for s in shard.spans(rows=256)] == [(2000, 256), (48, 48)]
+    group_bytes = shard.row_group_bytes[0]
+    by_bytes = shard.spans(rows=4096, size=group_bytes // 4)
+    assert [(s.rows, s.piece) for s in by_bytes] == [(2000, 500), (48, 48)]
+    # The row groups of img2dataset's layout are read in one piece each.
+    put_table(memfs, "/shards/00000.parquet", 2048, row_group_size=100)
+    shard = discover(["memory://shards"], {}).shards[0]
+    tasks = shard.read_tasks(rows=1024)
+    assert [(t["rows"], t["piece"]) for t in tasks] == [(1000, 1000), (1000, 1000), (48, 48)]
+    # A row group alone, as the driver reads each to name a damaged one: in pieces of a batch.
+    alone = shard.read_tasks(rows=1, piece=64)
+    assert [(t["groups"], t["rows"], t["piece"]) for t in alone][:2] == [(1, 100, 64)] * 2
+
+
 def test_globs_and_lists(memfs):
     for name in ("a/00000", "a/00001", "b/00002"):
         put_table(memfs, f"/{name}.parquet", 2)

@@ -35,16 +35,22 @@ def model_output(shard: int, first: int, rows: int) -> pa.Table:
     )
 
 
-@pytest.mark.parametrize("ahead", [10, 12, 16384])
-def test_output_rows_join_their_input_rows_however_far_the_writer_reads_ahead(
-    tmp_path, monkeypatch, ahead
-):
-    monkeypatch.setattr("pipeline.io.writer.READ_AHEAD_ROWS", ahead)
-    source = write_shard(tmp_path / "in" / "00000.parquet", good_rows(0, 20), row_group_size=3)
+def write_scored(
+    tmp_path, row_group_size: int, *, keep_image_bytes: bool = False
+) -> tuple[pq.ParquetFile, pa.Table]:
+    """Join a 20-row shard's model output, arriving in batches of 5, to the shard with a
+    batch size of 8; the written file and the input."""
+    source = write_shard(
+        tmp_path / "in" / "00000.parquet", good_rows(0, 20), row_group_size=row_group_size
+    )
     config = parse_config(
         {
             "input": {"path": str(tmp_path / "in")},
-            "output": {"path": str(tmp_path / "out"), "embedding_dtype": "float32"},
+            "output": {
+                "path": str(tmp_path / "out"),
+                "embedding_dtype": "float32",
+                "keep_image_bytes": keep_image_bytes,
+            },
             "models": [{"name": "ViT-B-32", "batch_size": 8}],
         }
     )
@@ -54,14 +60,41 @@ def test_output_rows_join_their_input_rows_however_far_the_writer_reads_ahead(
     sink = ShardSink(
         shards=shards, layout=layout, config=config, dims={"clip": DIM}, metadata={"models": []}
     )
-    # Batches that cut across the spans (6, 6 and 8 rows: three row groups of 3 make more
-    # than a batch of 8).
     sink.consume(model_output(0, first, min(5, 20 - first)) for first in range(0, 20, 5))
     assert sink.failures == []
-    written = pq.ParquetFile(tmp_path / "out" / "scored" / "00000.parquet")
-    assert [written.metadata.row_group(i).num_rows for i in range(3)] == [6, 6, 8]
-    scored, inputs = written.read(), pq.read_table(source)
+    return pq.ParquetFile(tmp_path / "out" / "scored" / "00000.parquet"), pq.read_table(source)
+
+
+def row_groups(written: pq.ParquetFile) -> list[int]:
+    return [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)]
+
+
+@pytest.mark.parametrize("ahead", [10, 12, 16384])
+def test_output_rows_join_their_input_rows_however_far_the_writer_reads_ahead(
+    tmp_path, monkeypatch, ahead
+):
+    monkeypatch.setattr("pipeline.io.writer.READ_AHEAD_ROWS", ahead)
+    written, inputs = write_scored(tmp_path, row_group_size=3)
+    # Batches that cut across the spans (6, 6 and 8 rows: three row groups of 3 make more
+    # than a batch of 8).
+    assert row_groups(written) == [6, 6, 8]
+    scored = written.read()
     assert scored["key"].to_pylist() == inputs["key"].to_pylist()
     assert scored["caption"].to_pylist() == inputs["caption"].to_pylist()
     assert scored["clip_score"].to_pylist() == list(range(20))
     assert scored["clip_image_embedding"].to_pylist()[7] == [28.0, 29.0, 30.0, 31.0]
+
+
+@pytest.mark.parametrize("keep_image_bytes", [False, True])
+def test_a_row_group_larger_than_a_batch_is_written_a_batch_at_a_time(tmp_path, keep_image_bytes):
+    """pyarrow's writer puts up to 1Mi rows in one row group: neither its output nor its
+    input (image bytes included, where kept) is held whole."""
+    written, inputs = write_scored(tmp_path, row_group_size=20, keep_image_bytes=keep_image_bytes)
+    assert row_groups(written) == [8, 8, 4]
+    scored = written.read()
+    assert scored["key"].to_pylist() == inputs["key"].to_pylist()
+    assert scored["clip_score"].to_pylist() == list(range(20))
+    assert scored["clip_image_embedding"].to_pylist()[9] == [36.0, 37.0, 38.0, 39.0]
+    assert ("jpg" in scored.column_names) == keep_image_bytes
+    if keep_image_bytes:
+        assert scored["jpg"].to_pylist() == inputs["jpg"].to_pylist()

@@ -48,8 +48,13 @@ def embeddings(table, column):
 
 
 def test_scores_and_embeddings_match_plain_open_clip(tmp_path, tiny_checkpoint):
-    # Row groups of 3 are read, joined and written two at a time (spans of up to a batch of 8).
-    inputs = write_dataset(tmp_path / "in", shards=2, rows=20, row_group_size=3)
+    # Row groups of 3 are read, joined and written two at a time (spans of up to a batch of
+    # 8), and one row group of 20 (as pyarrow writes by default) a batch at a time.
+    inputs = [
+        write_shard(tmp_path / "in" / f"{s:05d}.parquet", good_rows(s, 20), row_group_size=size)
+        for s, size in enumerate((3, 20))
+    ]
+    groups = {"00000.parquet": [6, 6, 8], "00001.parquet": [8, 8, 4]}
     config = parse_config(config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint))
     result = run(config)
     assert result.failed == []
@@ -68,7 +73,9 @@ def test_scores_and_embeddings_match_plain_open_clip(tmp_path, tiny_checkpoint):
         np.testing.assert_allclose(embeddings(scored, "clip_text_embedding"), text, atol=1e-4)
         assert set(scored["winnow_status"].to_pylist()) == {"ok"}
         written = pq.ParquetFile(tmp_path / "out" / "scored" / path.name).metadata
-        assert [written.row_group(i).num_rows for i in range(written.num_row_groups)] == [6, 6, 8]
+        assert [written.row_group(i).num_rows for i in range(written.num_row_groups)] == groups[
+            path.name
+        ]
         # Embeddings are written plain (no dictionary, no statistics): far faster to write.
         columns = written.row_group(0)
         chunks = {
