@@ -6,8 +6,8 @@ its other columns are read again (a narrow read: no image bytes unless asked
 for, read ahead for the next spans) and the joined rows are written as one row
 group, so memory holds one span of output and at most `READ_AHEAD_ROWS` rows of
 those columns. A row group too large for one span is read again and written a
-piece at a time, as the read tasks read it. The file is
-written under a temporary name and committed only once all rows are in.
+piece at a time, as the read tasks read it. The file is written under a
+temporary name and committed only once all rows are in.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ class ShardWriter:
         if self.inputs is None or span.first_row >= self.inputs[0] + self.inputs[1].num_rows:
             spans = [span]
             for later in self.spans[1:]:
-                if later.first_row + later.rows - span.first_row > self.ahead:
+                too_far = later.first_row + later.rows - span.first_row > self.ahead
+                # A span read in pieces reads its own input (`_piece_inputs`).
+                if too_far or later.piece < later.rows:
                     break
                 spans.append(later)
             table = read_input_row_groups(

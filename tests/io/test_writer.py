@@ -13,7 +13,7 @@ from pipeline.io.reader import ROW, SHARD
 from pipeline.io.shards import discover
 from pipeline.io.sink import ShardSink
 from pipeline.scoring.scorer import ERROR, STATUS, embedding_column
-from tests.builders import good_rows, write_shard
+from tests.builders import IMG2DATASET_SCHEMA, good_rows, write_shard
 
 DIM = 4
 
@@ -38,11 +38,18 @@ def model_output(shard: int, first: int, rows: int) -> pa.Table:
 def write_scored(
     tmp_path, row_group_size: int, *, keep_image_bytes: bool = False
 ) -> tuple[pq.ParquetFile, pa.Table]:
-    """Join a 20-row shard's model output, arriving in batches of 5, to the shard with a
-    batch size of 8; the written file and the input."""
+    """A 20-row shard in row groups of `row_group_size`, joined by `join_outputs`."""
     source = write_shard(
         tmp_path / "in" / "00000.parquet", good_rows(0, 20), row_group_size=row_group_size
     )
+    return join_outputs(tmp_path, source, keep_image_bytes=keep_image_bytes)
+
+
+def join_outputs(
+    tmp_path, source, *, keep_image_bytes: bool = False
+) -> tuple[pq.ParquetFile, pa.Table]:
+    """Join a 20-row shard's model output, arriving in batches of 5, to the shard with a
+    batch size of 8; the written file and the input."""
     config = parse_config(
         {
             "input": {"path": str(tmp_path / "in")},
@@ -98,3 +105,17 @@ def test_a_row_group_larger_than_a_batch_is_written_a_batch_at_a_time(tmp_path, 
     assert ("jpg" in scored.column_names) == keep_image_bytes
     if keep_image_bytes:
         assert scored["jpg"].to_pylist() == inputs["jpg"].to_pylist()
+
+
+def test_small_row_groups_then_a_large_one_join_their_own_rows(tmp_path):
+    """Row groups of 3, then one of 14 (read and written in pieces of 8): every output row
+    joins its own input row."""
+    source = tmp_path / "in" / "00000.parquet"
+    source.parent.mkdir(parents=True)
+    table = pa.Table.from_pylist(good_rows(0, 20), schema=IMG2DATASET_SCHEMA)
+    with pq.ParquetWriter(source, table.schema) as writer:
+        writer.write_table(table.slice(0, 6), row_group_size=3)
+        writer.write_table(table.slice(6), row_group_size=14)
+    written, inputs = join_outputs(tmp_path, source)
+    assert row_groups(written) == [6, 8, 6]
+    assert written.read()["key"].to_pylist() == inputs["key"].to_pylist()
