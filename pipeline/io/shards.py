@@ -115,6 +115,10 @@ class Span:
     # Rows read and written at once: all of them, but for a row group too large for one.
     piece: int
 
+    @property
+    def in_pieces(self) -> bool:
+        return self.piece < self.rows
+
 
 def describe_groups(groups: list[int]) -> str:
     return f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"

@@ -142,14 +142,14 @@ class ShardWriter:
     def _inputs(self, span: Span, rows: int) -> pa.Table:
         """The span's other input columns for its next `rows` rows to write. `span` is
         the first of `self.spans`: the one being written."""
-        if span.piece < span.rows:
+        if span.in_pieces:
             return self._piece_inputs(span, rows)
         if self.inputs is None or span.first_row >= self.inputs[0] + self.inputs[1].num_rows:
             spans = [span]
             for later in self.spans[1:]:
                 too_far = later.first_row + later.rows - span.first_row > self.ahead
                 # A span read in pieces reads its own input (`_piece_inputs`).
-                if too_far or later.piece < later.rows:
+                if too_far or later.in_pieces:
                     break
                 spans.append(later)
             table = read_input_row_groups(
