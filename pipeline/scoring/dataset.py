@@ -125,9 +125,14 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         num_cpus=READ_CPUS,
         compute=readers,
     )
+    # A CPU actor is handed each block as its read made it: a span, at most a batch's rows.
+    # Bundled up to a batch first, 200-row spans became calls of 312 and 400 rows, a minute
+    # and a half each, and the first actor to finish its last one idled while the other
+    # worked through its own (42 s of a 275 s job on 2,048 pairs). GPUs need a batch size.
+    calls = None if plan.device == "cpu" else max(m.batch_size for m in config.models)
     return dataset.map_batches(
         ClipScorer,
-        batch_size=max(m.batch_size for m in config.models),
+        batch_size=calls,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=plan.actors,

@@ -328,6 +328,16 @@ class ClipScorer:
         return image, text
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        """A call's rows scored; a larger block than a batch (a CPU actor is handed whole
+        blocks, see `build_dataset`) a batch at a time, which bounds its pixels' memory."""
+        step = max(config.batch_size for config in self.configs)
+        if table.num_rows <= step:
+            return self._scored(table)
+        return pa.concat_tables(
+            [self._scored(table.slice(start, step)) for start in range(0, table.num_rows, step)]
+        )
+
+    def _scored(self, table: pa.Table) -> pa.Table:
         prepared = self.prepare(table)
         with self.model_lock:
             hand_over(prepared.ready, prepared.pixels)

@@ -105,6 +105,28 @@ def test_models_with_one_preprocess_share_their_pixels_across_parts(tiny_checkpo
     assert prepared.pixels[0] is prepared.pixels[1]
 
 
+def test_a_block_larger_than_a_batch_is_scored_a_batch_at_a_time(tiny_checkpoint):
+    """A CPU actor is handed whole blocks: it holds one batch's pixels at a time, and
+    every row's result is the one it gets scored alone."""
+    config = _config(tiny_checkpoint, decode="pil", budget=WHOLE)  # batches of 4
+    scorer = scorer_for(config)
+    prepare, prepared = scorer.prepare, []
+    scorer.prepare = lambda table: prepared.append(table.num_rows) or prepare(table)
+    table = mixed_rows()
+    out = score_table(table, config, scorer)
+    assert prepared == [4, 4, 3]
+    alone = [score_table(table.slice(i, 1), config, scorer_for(config)) for i in range(len(table))]
+    for column in ("_winnow_status", "_winnow_error"):
+        assert out[column].to_pylist() == [a[column][0].as_py() for a in alone], column
+    scores = [a["m0_score"][0].as_py() for a in alone]
+    assert out["m0_score"].is_null().to_pylist() == [s is None for s in scores]
+    np.testing.assert_allclose(
+        [s for s in out["m0_score"].to_pylist() if s is not None],
+        [s for s in scores if s is not None],
+        atol=1e-6,
+    )
+
+
 PEAK = """
 import json, resource, sys
 import pyarrow as pa

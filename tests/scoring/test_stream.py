@@ -1,4 +1,4 @@
-"""Scored blocks reach the writer as each is done, not one block late."""
+"""Scored blocks reach the writer as each is done, not one block late, and as the reads made them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.scoring.dataset import scored_blocks
+from pipeline.config import parse_config
+from pipeline.io.shards import discover, span_rows
+from pipeline.scoring.dataset import build_dataset, plan_actors, scored_blocks
+from tests.builders import config_data, good_rows, write_shard
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 PATIENCE_S = 30.0
@@ -51,3 +54,21 @@ def test_a_block_reaches_the_consumer_before_the_next_one_is_scored(tmp_path):
             seen.touch()
     assert [b["block"][0].as_py() for b in blocks] == [0, 1]
     assert not any(b["gave_up"][0].as_py() for b in blocks), "block 0 was held back"
+
+
+def test_a_cpu_actor_scores_each_span_as_one_call_not_bundled_up_to_a_batch(
+    tmp_path, tiny_checkpoint
+):
+    """Bundled to a batch, a slow CPU model's calls outgrew the spans, and the first actor
+    to finish idled for as long as the other's last call took."""
+    write_shard(tmp_path / "in" / "00000.parquet", good_rows(0, 50), row_group_size=10)
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    data["models"][0]["batch_size"] = 16  # two row groups (20 rows) would not fit a span
+    config = parse_config(data)
+    (shard,) = discover(config.input.paths(), {}).shards
+    tasks = shard.read_tasks(rows=span_rows(config))
+    plan = plan_actors(config.ray, {"CPU": 2.0})
+    blocks = list(scored_blocks(build_dataset(tasks, config, plan)))
+    assert [b.num_rows for b in blocks] == [10] * 5
+    assert [r for b in blocks for r in b["_winnow_row"].to_pylist()] == list(range(50))
+    assert {s for b in blocks for s in b["_winnow_status"].to_pylist()} == {"ok"}
