@@ -7,8 +7,18 @@ import logging
 
 import pytest
 
-from pipeline.scoring.benchmark import BenchSpec, _config, benchmark, layout, table, write_json
-from pipeline.synth.web_pairs import WebPairsSpec
+from pipeline.io.shards import discover, span_rows
+from pipeline.scoring.benchmark import (
+    BenchSpec,
+    _config,
+    benchmark,
+    job_calls,
+    layout,
+    table,
+    write_json,
+)
+from pipeline.scoring.dataset import build_dataset, scored_blocks
+from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 from tests.builders import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -56,9 +66,12 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
     assert used["seconds"] > 0 and 0 <= used["idle"] <= used["cores"]
     difference = result["tensor_vs_pil_score_difference"]
     assert 0 <= difference["mean"] <= difference["max"] < 0.01
+    # 24 rows a shard in one row group, read 16 rows at a time: the job's calls.
+    assert result["model_only_calls"] == {"calls": 8, "rows": [8, 16]}
     text = table(result)
     for line in (
         "model only (job's layout)",
+        "8 calls of 8-16 rows",
         *(["model only (one process)"] if several else []),
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
@@ -102,3 +115,25 @@ def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
     text = table(result)
     assert "decode + preprocess" not in text
     assert "tensor vs PIL comparison skipped (--skip-decode)" in text
+
+
+def test_a_cpu_model_only_rate_is_timed_on_the_calls_the_job_makes(tmp_path, tiny_checkpoint):
+    """A CPU model is faster per row on fewer rows: the ceiling is timed on the job's own."""
+    spec = BenchSpec(
+        model=TINY,
+        pretrained=str(tiny_checkpoint),
+        device="cpu",
+        batch_size=16,
+        data=WebPairsSpec(pairs=64, shards=2, row_group_rows=10),
+    )
+    web_pairs(tmp_path / "shards", spec.data)
+    plan = layout(spec, "cpu")
+    config = _config(tmp_path / "shards", str(tmp_path / "out"), spec)
+    tasks = [
+        task
+        for shard in discover(config.input.paths(), {}).shards
+        for task in shard.read_tasks(rows=span_rows(config))
+    ]
+    made = [b.num_rows for b in scored_blocks(build_dataset(tasks, config, plan))]
+    assert made == [10, 10, 12] * 2  # row groups of 10, 10, 10, 2; a span is what fits a batch
+    assert job_calls(tmp_path / "shards", spec, plan) == made

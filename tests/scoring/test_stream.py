@@ -1,4 +1,4 @@
-"""Scored blocks reach the writer as each is done, not one block late, and as the reads made them."""
+"""Scored blocks reach the writer as each is done, not a block late, and as the reads made them."""
 
 from __future__ import annotations
 
