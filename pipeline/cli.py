@@ -8,6 +8,7 @@ import os
 import sys
 
 from pipeline.config import ConfigError, load_config
+from pipeline.interrupt import interrupts_kept
 
 EXIT_CONFIG = 2
 EXIT_FAILED_SHARDS = 1
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(QuietLibraries())
     try:
         commands = {"report": _report, "download": _download, "export": _export, "bench": _bench}
-        return commands.get(args.command, _run)(args)
+        with interrupts_kept():
+            return commands.get(args.command, _run)(args)
     except ConfigError as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_CONFIG

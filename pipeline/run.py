@@ -17,6 +17,7 @@ from pipeline.cluster import ray_session
 from pipeline.config import WinnowConfig
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
+from pipeline.interrupt import interruptible, stop_if_interrupted
 from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
@@ -199,6 +200,7 @@ def _run_locked(
     scored_now: list[dict[str, Any]] = []
     scoring_seconds = 0.0
     with ray_session(config.ray) as resources:
+        stop_if_interrupted()  # a Ctrl-C lost while Ray and its libraries loaded
         plan = plan_actors(config.ray, resources)
         clock = StreamClock(actors=plan.actors)
         for model, entry in zip(models, config.models, strict=True):
@@ -260,7 +262,7 @@ def _score(
     with progress.logged():
         batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
         try:
-            sink.consume(clock.watch(batches))
+            sink.consume(clock.watch(interruptible(batches)))
         except ActorDiedError as error:  # after Ray's restarts: nothing left to score on
             cause = str(error).strip().splitlines()[-1]  # the innermost error of the traceback
             raise ActorsFailed(
