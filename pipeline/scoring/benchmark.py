@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Enough calls for a steady towers-only rate: ViT-L-14 over all of a large run's
 # pairs would take half a minute of a GPU session's few minutes and tell no more.
-MODEL_ONLY_BATCHES = 64
+MODEL_ONLY_CALLS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +151,7 @@ def job_calls(folder: Path, spec: BenchSpec, plan: ActorPlan) -> list[int]:
             for task in shard.read_tasks(rows=span_rows(config))
             for at in range(0, task["rows"], step)
         ]
-    return calls[:MODEL_ONLY_BATCHES]
+    return calls[:MODEL_ONLY_CALLS]
 
 
 def model_only(spec: BenchSpec, device: str, plan: ActorPlan, calls: list[int]) -> float:

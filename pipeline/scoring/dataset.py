@@ -129,10 +129,10 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
     # Bundled up to a batch first, 200-row spans became calls of 312 and 400 rows, a minute
     # and a half each, and the first actor to finish its last one idled while the other
     # worked through its own (42 s of a 275 s job on 2,048 pairs). GPUs need a batch size.
-    calls = None if plan.device == "cpu" else max(m.batch_size for m in config.models)
+    call_rows = None if plan.device == "cpu" else max(m.batch_size for m in config.models)
     return dataset.map_batches(
         ClipScorer,
-        batch_size=calls,
+        batch_size=call_rows,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=plan.actors,
