@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.config import WinnowConfig
 from pipeline.filters.base import ROW, SHARD_NAME, Policy
 from pipeline.filters.policies import IMAGE_BYTES
-from pipeline.io.layout import OutputLayout
-from pipeline.io.shards import open_fs
+from pipeline.io.layout import OutputLayout, parquet_options
+from pipeline.io.shards import open_fs, open_without_readahead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,12 +36,12 @@ def shard_tables(
 ) -> Iterator[pa.Table]:
     """The scored rows of a shard, in input order, with shard name and row number attached."""
     fs, path = open_fs(ref.scored, config.output.storage_options)
-    with fs.open(path, "rb") as handle:
+    with open_without_readahead(fs, path) as handle:
         scored = pq.read_table(handle, columns=columns)
     image_column = config.input.image_column
     if with_image and image_column not in scored.column_names:
         in_fs, in_path = open_fs(ref.input, config.input.storage_options)
-        with in_fs.open(in_path, "rb") as handle:
+        with open_without_readahead(in_fs, in_path) as handle:
             parquet = pq.ParquetFile(handle)
             if parquet.metadata.num_rows != scored.num_rows:
                 raise ValueError(
@@ -116,7 +116,9 @@ class _Output:
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
             self.handle = self.layout.fs.open(self.temporary, "wb")
-            self.writer = pq.ParquetWriter(self.handle, table.schema)
+            self.writer = pq.ParquetWriter(
+                self.handle, table.schema, **parquet_options(table.schema)
+            )
         self.writer.write_table(table)
 
     def commit(self, schema: pa.Schema) -> None:

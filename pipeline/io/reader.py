@@ -21,7 +21,7 @@ from fsspec.parquet import open_parquet_file
 
 from pipeline.config import InputConfig
 from pipeline.io.retry import retrying, retrying_rows
-from pipeline.io.shards import describe_groups, open_fs
+from pipeline.io.shards import describe_groups, open_fs, open_without_readahead
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def read_input_row_groups(
                 engine="pyarrow",
                 footer_sample_size=FOOTER_SAMPLE,
             )
-        return fs.open(path, "rb")
+        return open_without_readahead(fs, path)
 
     def read() -> pa.Table:
         with opened() as handle:
@@ -94,7 +94,7 @@ def read_input_pieces(
     fs, path = open_fs(url, storage_options)
 
     def tables(skip: int) -> Iterator[pa.Table]:
-        with fs.open(path, "rb") as handle:
+        with open_without_readahead(fs, path) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=PIECE_BUFFER)
             for batch in parquet.iter_batches(
                 batch_size=piece, row_groups=row_groups, columns=_present(parquet, columns)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ConfigError, InputConfig
 from pipeline.heartbeat import Tally, logged_every
-from pipeline.io.layout import STAGED, OutputLayout
+from pipeline.io.layout import STAGED, OutputLayout, parquet_options
 from pipeline.io.retry import retrying
 from pipeline.io.shards import (
     GLOB_CHARS,
@@ -132,7 +132,7 @@ def _stage_one(fs: Any, path: str, source: InputConfig, layout: OutputLayout) ->
         temporary = layout.temporary(target)
         with layout.fs.open(temporary, "wb") as handle:
             table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
-            pq.write_table(table, handle, row_group_size=1024)
+            pq.write_table(table, handle, row_group_size=1024, **parquet_options(table.schema))
         layout.commit(temporary, target)
     except Exception as error:  # as a scored shard that cannot be written fails alone
         return _failed(name, url, f"cannot write its staged copy {target}: {error}")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
-from pipeline.io.layout import OutputLayout
+from pipeline.io.layout import OutputLayout, parquet_options
 from pipeline.io.reader import ROW, read_input_pieces, read_input_row_groups
 from pipeline.io.shards import Shard, Span, span_rows
 from pipeline.report.stats import ShardStats
@@ -188,11 +188,8 @@ class ShardWriter:
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
             self._handle = self.layout.fs.open(self.temporary, "wb")
-            # Vectors get neither dictionaries nor statistics: on float16 embeddings those
-            # took most of the write time (13k against 47k rows/s) and serve no reader.
-            scalars = [f.name for f in self.schema if not pa.types.is_fixed_size_list(f.type)]
             self._writer = pq.ParquetWriter(
-                self._handle, self.schema, use_dictionary=scalars, write_statistics=scalars
+                self._handle, self.schema, **parquet_options(self.schema)
             )
         return self._writer
 

@@ -19,7 +19,7 @@ from pipeline.filters.pool import datacomp_threshold
 from pipeline.io.credentials import unredacted
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.reader import image_bytes
-from pipeline.io.shards import open_fs
+from pipeline.io.shards import open_fs, open_without_readahead
 
 # Scored files read at once for the report and the notebooks.
 READ_THREADS = 16
@@ -80,7 +80,7 @@ class Run:
 
     def _read(self, folder: str, name: str, columns: list[str] | None) -> pa.Table:
         path = self.layout.path(folder, f"{name}.parquet")
-        with self.layout.fs.open(path, "rb") as handle:
+        with open_without_readahead(self.layout.fs, path) as handle:
             present = pq.read_schema(handle).names
             handle.seek(0)
             wanted = None if columns is None else [c for c in columns if c in present]
@@ -146,7 +146,7 @@ class Run:
             wanted = [
                 (p, r) for p, (s, r) in enumerate(zip(shards, rows, strict=True)) if s == name
             ]
-            with fs.open(path, "rb") as handle:
+            with open_without_readahead(fs, path) as handle:
                 found_here = _images_at(
                     pq.ParquetFile(handle), self.image_column, [r for _, r in wanted]
                 )
