@@ -19,7 +19,11 @@ from pipeline.config import WinnowConfig
 from pipeline.filters.base import ROW, SHARD_NAME, Policy
 from pipeline.filters.policies import IMAGE_BYTES
 from pipeline.io.layout import OutputLayout, parquet_options
-from pipeline.io.shards import open_fs, open_without_readahead
+from pipeline.io.reader import PIECE_BUFFER
+from pipeline.io.shards import SPAN_BYTES, open_fs, open_without_readahead
+
+# Rows the filter decides and writes at a time (fewer where the images would be large).
+PIECE_ROWS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,42 +38,68 @@ class ShardRef:
 def shard_tables(
     ref: ShardRef, config: WinnowConfig, *, columns: list[str] | None, with_image: bool
 ) -> Iterator[pa.Table]:
-    """The scored rows of a shard, in input order, with shard name and row number attached."""
+    """The scored rows of a shard, in input order, with shard name and row number attached:
+    a piece at a time, so that neither a scored file nor an input row group of images
+    (pyarrow's writer puts up to 1Mi rows in one) is held whole."""
     fs, path = open_fs(ref.scored, config.output.storage_options)
-    with open_without_readahead(fs, path) as handle:
-        scored = pq.read_table(handle, columns=columns)
     image_column = config.input.image_column
-    if with_image and image_column not in scored.column_names:
+    with open_without_readahead(fs, path) as handle:
+        scored = pq.ParquetFile(handle, pre_buffer=False, buffer_size=PIECE_BUFFER)
+        tables = _pieces(scored, columns)
+        if not with_image or image_column in scored.schema_arrow.names:
+            pairs = ((t, t[image_column] if with_image else None) for t in tables)
+            yield from _tagged(ref.name, pairs)
+            return
         in_fs, in_path = open_fs(ref.input, config.input.storage_options)
-        with open_without_readahead(in_fs, in_path) as handle:
-            parquet = pq.ParquetFile(handle)
-            if parquet.metadata.num_rows != scored.num_rows:
+        with open_without_readahead(in_fs, in_path) as in_handle:
+            source = pq.ParquetFile(in_handle, pre_buffer=False, buffer_size=PIECE_BUFFER)
+            if source.metadata.num_rows != scored.metadata.num_rows:
                 raise ValueError(
-                    f"input {ref.input} has {parquet.metadata.num_rows} rows but its scored "
-                    f"output has {scored.num_rows}; rerun `winnow run` to score it again"
+                    f"input {ref.input} has {source.metadata.num_rows} rows but its scored "
+                    f"output has {scored.metadata.num_rows}; rerun `winnow run` to score it "
+                    "again"
                 )
-            if not parquet.metadata.num_rows:
-                empty = pa.array([], parquet.schema_arrow.field(image_column).type)
-                yield _tag(scored, ref.name, 0, empty)
-            start = 0
-            for group in range(parquet.num_row_groups):
-                images = parquet.read_row_group(group, columns=[image_column])[image_column]
-                if not len(images):
-                    continue
-                yield _tag(scored.slice(start, len(images)), ref.name, start, images)
-                start += len(images)
+            images = (table[image_column] for table in _pieces(source, [image_column]))
+            yield from _tagged(ref.name, _zip_rows(tables, images))
+
+
+def _pieces(parquet: pq.ParquetFile, columns: list[str] | None) -> Iterator[pa.Table]:
+    """`columns` of a file, `PIECE_ROWS` rows at a time or fewer where those would hold
+    more than `SPAN_BYTES` (large photos); a file without rows as one empty table."""
+    total = parquet.metadata.num_rows
+    if not total:
+        empty = parquet.schema_arrow.empty_table()
+        yield empty if columns is None else empty.select(columns)
         return
-    images = scored[image_column] if with_image else None
-    yield _tag(scored, ref.name, 0, images)
+    groups = range(parquet.num_row_groups)
+    nbytes = sum(parquet.metadata.row_group(group).total_byte_size for group in groups)
+    rows = max(1, min(PIECE_ROWS, SPAN_BYTES * total // max(nbytes, 1)))
+    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
 
 
-def _tag(table: pa.Table, name: str, start: int, images: Any) -> pa.Table:
-    rows = table.num_rows
-    table = table.append_column(SHARD_NAME, pa.array([name] * rows, pa.string()))
-    table = table.append_column(ROW, pa.array(np.arange(start, start + rows), pa.int64()))
-    if images is not None:
-        table = table.append_column(IMAGE_BYTES, images)
-    return table
+def _zip_rows(
+    tables: Iterator[pa.Table], arrays: Iterator[pa.ChunkedArray]
+) -> Iterator[tuple[pa.Table, pa.ChunkedArray]]:
+    """Equal slices of two streams of the same rows, cut in different places."""
+    table, array = next(tables, None), next(arrays, None)
+    while table is not None and array is not None:
+        rows = min(table.num_rows, len(array))
+        yield table.slice(0, rows), array.slice(0, rows)
+        table = table.slice(rows) if table.num_rows > rows else next(tables, None)
+        array = array.slice(rows) if len(array) > rows else next(arrays, None)
+
+
+def _tagged(name: str, pairs: Iterator[tuple[pa.Table, Any]]) -> Iterator[pa.Table]:
+    """Each table with its shard name, its row numbers and (where given) its image bytes."""
+    start = 0
+    for table, images in pairs:
+        rows = table.num_rows
+        table = table.append_column(SHARD_NAME, pa.array([name] * rows, pa.string()))
+        table = table.append_column(ROW, pa.array(np.arange(start, start + rows), pa.int64()))
+        yield table if images is None else table.append_column(IMAGE_BYTES, images)
+        start += rows
 
 
 def evaluate(
