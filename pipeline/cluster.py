@@ -40,6 +40,16 @@ def ray_data_console_to_warnings() -> None:
             handler.setLevel(logging.WARNING)
 
 
+TOKEN_NOTICES = "ray._private.authentication.authentication_token_setup"
+
+
+def not_the_token_notice(record: logging.LogRecord) -> bool:
+    """Drops Ray's notice that the local Ray it starts has token authentication on: for
+    the Ray a run starts and stops for itself, a line of noise on every run. Its warning
+    that authentication is off still shows."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 @contextmanager
 def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
     """Join the configured cluster, or start a local Ray that ends with the run."""
@@ -50,9 +60,14 @@ def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
     if not ray.is_initialized():
         address = resolve_address(settings)
         kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
+        notices = logging.getLogger(TOKEN_NOTICES)
         if address == "local":
             kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
-        ray.init(**kwargs)
+            notices.addFilter(not_the_token_notice)
+        try:
+            ray.init(**kwargs)
+        finally:
+            notices.removeFilter(not_the_token_notice)
         started = True
     try:
         yield ray.cluster_resources()

@@ -51,6 +51,7 @@ def test_run_then_rerun_skips_committed_shards(tmp_path, tiny_checkpoint):
         cwd=tmp_path,
     )
     assert first.returncode == 0, first.stderr
+    assert "Token authentication" not in first.stderr  # Ray's notice, of no use here
     assert "3 new shard(s) scored, 0 redone (input changed), 0 skipped, 0 failed" in first.stdout
     assert f"-> file://{out}" in first.stdout
     assert f"report -> file://{out}/report/index.html" in first.stdout
