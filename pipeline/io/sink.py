@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +24,8 @@ from pipeline.io.shards import Shard, ShardFailure, span_rows
 from pipeline.io.writer import ShardError, ShardWriter
 
 log = logging.getLogger(__name__)
+# Shards whose first read of their other input columns runs ahead of the rows.
+PREFETCH_SHARDS = 2
 
 
 class ShardSink:
@@ -44,6 +48,7 @@ class ShardSink:
         }
         self.committed: list[dict[str, Any]] = []
         self.failures: list[ShardFailure] = []
+        self.reads = ThreadPoolExecutor(PREFETCH_SHARDS, thread_name_prefix="winnow-prefetch")
 
     @property
     def rows_written(self) -> int:
@@ -96,9 +101,23 @@ class ShardSink:
                 continue
             if self.writers[value].done:
                 self._commit(value)
+        self.prefetch()
+
+    def prefetch(self) -> None:
+        """Start the first reads of the shards whose rows come next (rows come in shard
+        order), off the thread that writes."""
+        for writer in islice(self.writers.values(), PREFETCH_SHARDS):
+            writer.prefetch(self.reads)
 
     def consume(self, batches: Iterable[pa.Table]) -> None:
+        try:
+            self._consume(batches)
+        finally:
+            self.reads.shutdown(wait=False, cancel_futures=True)
+
+    def _consume(self, batches: Iterable[pa.Table]) -> None:
         self.commit_ready()
+        self.prefetch()
         for batch in batches:
             self.add(batch)
         for index in list(self.writers):

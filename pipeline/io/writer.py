@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 from typing import Any
 
@@ -84,6 +85,7 @@ class ShardWriter:
         self.spans = shard.spans(rows=span_rows(config))
         self.ahead = READ_AHEAD_ROWS if not config.output.keep_image_bytes else 0
         self.inputs: tuple[int, pa.Table] | None = None  # (first row, rows read ahead)
+        self.prefetched: tuple[int, Future[pa.Table]] | None = None  # (first row, its read)
         # A large row group's input being read: (its first row, its pieces, rows held).
         self.pieces: tuple[int, Iterator[pa.Table], list[pa.Table]] | None = None
         self.pending: list[pa.Table] = []
@@ -145,23 +147,46 @@ class ShardWriter:
         if span.in_pieces:
             return self._piece_inputs(span, rows)
         if self.inputs is None or span.first_row >= self.inputs[0] + self.inputs[1].num_rows:
-            spans = [span]
-            for later in self.spans[1:]:
-                too_far = later.first_row + later.rows - span.first_row > self.ahead
-                # A span read in pieces reads its own input (`_piece_inputs`).
-                if too_far or later.in_pieces:
-                    break
-                spans.append(later)
-            table = read_input_row_groups(
-                self.shard.url,
-                [group for each in spans for group in each.row_groups],
-                columns=self.input_columns,
-                storage_options=self.config.input.storage_options,
-                exact=True,
-            )
+            fetched = self.prefetched
+            self.prefetched = None
+            if fetched is not None and fetched[0] == span.first_row:
+                table = fetched[1].result()
+            else:
+                table = self._read(self._groups_from(span))
             self.inputs = (span.first_row, table)
         first, table = self.inputs
         return table.slice(self.written - first, rows)
+
+    def prefetch(self, pool: Executor) -> None:
+        """Start the first read of the other input columns in `pool`, so that the shard's
+        first span does not wait for it: on object storage that read took 0.3 s of the
+        0.55 s that the writer spent on each 512-row shard."""
+        if self.prefetched is None and self.inputs is None and self.ahead and self.spans:
+            span = self.spans[0]
+            if not span.in_pieces:
+                future = pool.submit(self._read, self._groups_from(span))
+                self.prefetched = (span.first_row, future)
+
+    def _groups_from(self, span: Span) -> list[int]:
+        """The row groups of `span` (the one being written) and of the spans after it
+        that one read fetches ahead."""
+        spans = [span]
+        for later in self.spans[1:]:
+            too_far = later.first_row + later.rows - span.first_row > self.ahead
+            # A span read in pieces reads its own input (`_piece_inputs`).
+            if too_far or later.in_pieces:
+                break
+            spans.append(later)
+        return [group for each in spans for group in each.row_groups]
+
+    def _read(self, groups: list[int]) -> pa.Table:
+        return read_input_row_groups(
+            self.shard.url,
+            groups,
+            columns=self.input_columns,
+            storage_options=self.config.input.storage_options,
+            exact=True,
+        )
 
     def _piece_inputs(self, span: Span, rows: int) -> pa.Table:
         """The next `rows` input rows of a row group too large to hold whole (image bytes

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import parse_config
+from pipeline.io import writer as writer_module
 from pipeline.io.layout import SCORED, STATS, OutputLayout
 from pipeline.io.reader import ROW, SHARD
 from pipeline.io.shards import discover
@@ -119,3 +122,63 @@ def test_small_row_groups_then_a_large_one_join_their_own_rows(tmp_path):
     written, inputs = join_outputs(tmp_path, source)
     assert row_groups(written) == [6, 8, 6]
     assert written.read()["key"].to_pylist() == inputs["key"].to_pylist()
+
+
+def sink_for(tmp_path, sources: list) -> ShardSink:
+    config = parse_config(
+        {
+            "input": {"path": str(tmp_path / "in")},
+            "output": {"path": str(tmp_path / "out"), "embedding_dtype": "float32"},
+            "models": [{"name": "ViT-B-32", "batch_size": 8}],
+        }
+    )
+    layout = OutputLayout(root=str(tmp_path / "out"), storage_options={})
+    layout.prepare(SCORED, STATS)
+    shards = discover([str(s) for s in sources], {}).shards
+    return ShardSink(
+        shards=shards, layout=layout, config=config, dims={"clip": DIM}, metadata={"models": []}
+    )
+
+
+def test_the_next_shards_inputs_are_read_before_its_rows_arrive(tmp_path, monkeypatch):
+    """The writer's read of a shard's other columns (on object storage, most of its time)
+    runs on another thread while the shard before it is written."""
+    sources = [
+        write_shard(tmp_path / "in" / f"0000{i}.parquet", good_rows(0, 10), row_group_size=5)
+        for i in range(3)
+    ]
+    sink = sink_for(tmp_path, sources)
+    events: list[tuple[str, int]] = []
+    read = writer_module.read_input_row_groups
+
+    def logged(url, *args, **kwargs):
+        events.append(("read", int(url[-9:-8])))
+        return read(url, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "read_input_row_groups", logged)
+
+    def outputs():
+        for shard in range(3):
+            time.sleep(0.5)  # the model at work
+            events.append(("rows", shard))
+            yield model_output(shard, 0, 10)
+
+    sink.consume(outputs())
+    assert sink.failures == []
+    assert [record["shard"] for record in sink.committed] == ["00000", "00001", "00002"]
+    for shard in range(3):
+        assert events.index(("read", shard)) < events.index(("rows", shard)), events
+
+
+def test_a_shard_whose_prefetched_read_fails_fails_alone(tmp_path):
+    sources = [
+        write_shard(tmp_path / "in" / f"0000{i}.parquet", good_rows(0, 10), row_group_size=5)
+        for i in range(2)
+    ]
+    sink = sink_for(tmp_path, sources)
+    sources[0].write_bytes(b"not parquet any more")
+    sink.consume(model_output(shard, 0, 10) for shard in range(2))
+    assert [record["shard"] for record in sink.committed] == ["00001"]
+    (failure,) = sink.failures
+    assert failure.name == "00000"
+    assert "cannot write output" in failure.error
