@@ -182,3 +182,58 @@ def test_a_shard_whose_prefetched_read_fails_fails_alone(tmp_path):
     (failure,) = sink.failures
     assert failure.name == "00000"
     assert "cannot write output" in failure.error
+
+
+def test_shards_commit_in_order_while_the_next_rows_are_written(tmp_path, monkeypatch):
+    """A commit (on S3 a copy, a delete and a stats file) does not hold up the rows
+    after it; every shard is committed by the time the stream ends."""
+    sources = [
+        write_shard(tmp_path / "in" / f"0000{i}.parquet", good_rows(0, 10), row_group_size=5)
+        for i in range(3)
+    ]
+    sink = sink_for(tmp_path, sources)
+    events: list[tuple[str, str]] = []
+    move = OutputLayout.commit
+
+    def slow(layout, temporary, final):
+        if "/scored/" in final:
+            time.sleep(0.3)
+            events.append(("moved", final[-13:-8]))
+        move(layout, temporary, final)
+
+    monkeypatch.setattr(OutputLayout, "commit", slow)
+
+    def outputs():
+        for shard in range(3):
+            events.append(("rows", f"0000{shard}"))
+            yield model_output(shard, 0, 10)
+
+    sink.consume(outputs())
+    assert [record["shard"] for record in sink.committed] == ["00000", "00001", "00002"]
+    assert events.index(("rows", "00001")) < events.index(("moved", "00000")), events
+    assert all((tmp_path / "out" / "stats" / f"0000{i}.json").exists() for i in range(3))
+
+
+def test_a_shard_that_cannot_be_committed_fails_alone(tmp_path, monkeypatch):
+    sources = [
+        write_shard(tmp_path / "in" / f"0000{i}.parquet", good_rows(0, 10), row_group_size=5)
+        for i in range(3)
+    ]
+    sink = sink_for(tmp_path, sources)
+    move = OutputLayout.commit
+
+    def refused(layout, temporary, final):
+        if final.endswith("/scored/00001.parquet"):
+            raise PermissionError("access denied")
+        move(layout, temporary, final)
+
+    monkeypatch.setattr(OutputLayout, "commit", refused)
+    sink.consume(model_output(shard, 0, 10) for shard in range(3))
+    assert [record["shard"] for record in sink.committed] == ["00000", "00002"]
+    (failure,) = sink.failures
+    assert (failure.name, failure.error) == ("00001", "cannot commit output: access denied")
+    assert not (tmp_path / "out" / "stats" / "00001.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "scored").iterdir()) == [
+        "00000.parquet",
+        "00002.parquet",
+    ]
