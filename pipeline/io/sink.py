@@ -1,8 +1,9 @@
 """The end of the stream: route scored rows to their shard writers and commit each shard.
 
-A shard is committed the moment its last row is written; one that cannot be
-completed (an unreadable row group, a write error) is recorded as failed with
-its reason while the other shards carry on.
+A shard is committed as soon as its last row is written, on a thread of its own
+while the next rows are written; one that cannot be completed (an unreadable row
+group, a write error) is recorded as failed with its reason while the other
+shards carry on.
 """
 
 from __future__ import annotations
