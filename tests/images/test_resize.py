@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.images.resize import placement, resize_crop, size_chunks, window_shape
+from pipeline.images.resize import placement, resize_crop, size_chunks, window_shape, windows
 from tests.images.devices import DEVICES
 
 
@@ -76,3 +79,60 @@ def test_only_the_window_the_crop_reads_goes_into_the_products(device):
     assert torch.equal(ours, other)
     reference = two_passes(image.to(device), size)
     assert (ours - reference).abs().max() < 1
+
+
+class Launches(TorchDispatchMode):
+    """Counts the ops dispatched that are not views: each is a kernel launch on a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_kernels_a_chunk_launches_do_not_grow_with_its_images():
+    """The GPU actor's host work per image bounded its job: a chunk of 24 images
+    launches what a chunk of 4 does, with the same values as each resized alone."""
+    generator = torch.Generator().manual_seed(3)
+    size = (32, 32)
+    launched, batches, shapes = [], [], [(60 + 7 * i % 50, 80 - 5 * i % 40) for i in range(24)]
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in shapes
+    ]
+    for count in (4, 24):
+        with Launches() as launches:
+            batches.append(
+                resize_crop(
+                    images[:count], size, [placement(h, w, size) for h, w in shapes[:count]]
+                )
+            )
+        launched.append(launches.ops)
+    assert launched[0] == launched[1]
+    alone = torch.cat(
+        [resize_crop([image], size, [placement(*image.shape[1:], size)]) for image in images]
+    )
+    assert (batches[1] - alone).abs().max() < 1
+    assert torch.equal(batches[0], batches[1][:4])
+
+
+def test_a_chunk_holds_each_window_at_its_top_left():
+    """Each image's window, whatever its orientation's strides, at the top left of its
+    slot in the chunk; the chunk is as tall and wide as its largest window."""
+    size = (24, 24)
+    generator = torch.Generator().manual_seed(4)
+    images = [
+        torch.randint(0, 256, (3, 30, 90), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 256, (3, 50, 40), dtype=torch.uint8, generator=generator).transpose(1, 2),
+        torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=generator),
+    ]
+    places = [placement(*image.shape[1:], size) for image in images]
+    tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
+    chunk = windows(images, places, tall, wide)
+    assert chunk.shape == (3, 3, tall, wide)
+    for slot, image, (rows, columns) in zip(chunk, images, places, strict=True):
+        window = image[:, rows.start : rows.stop, columns.start : columns.stop]
+        assert torch.equal(slot[:, : window.shape[1], : window.shape[2]], window)
