@@ -87,6 +87,15 @@ def test_views_give_each_rows_bytes_without_copying_the_column():
     assert len(ImageBytes(pa.chunked_array([], pa.large_binary()))) == 0
 
 
+def test_every_rows_tensor_is_its_own_bytes_across_chunks_empty_ones_too():
+    values = [b"ab", None, b"cde", b"", jpeg(2)]
+    chunks = [values[:2], [], values[2:4], [], values[4:]]
+    data = ImageBytes(pa.chunked_array([pa.array(c, pa.large_binary()) for c in chunks]))
+    assert [bytes(data.tensor(row).numpy()) for row in range(len(values))] == [
+        value or b"" for value in values
+    ]
+
+
 def test_a_sliced_column_starts_at_its_own_first_row():
     column = pa.array([b"skip", b"one", None, b"three"], pa.large_binary()).slice(1)
     data = ImageBytes(column)

@@ -119,16 +119,18 @@ def test_the_kernels_a_chunk_launches_do_not_grow_with_its_images():
     assert torch.equal(batches[0], batches[1][:4])
 
 
-def test_a_chunk_holds_each_window_at_its_top_left():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_chunk_holds_each_window_at_its_top_left(device):
     """Each image's window, whatever its orientation's strides, at the top left of its
     slot in the chunk; the chunk is as tall and wide as its largest window."""
     size = (24, 24)
     generator = torch.Generator().manual_seed(4)
+    shapes = [(3, 30, 90), (3, 50, 40), (3, 20, 20)]
     images = [
-        torch.randint(0, 256, (3, 30, 90), dtype=torch.uint8, generator=generator),
-        torch.randint(0, 256, (3, 50, 40), dtype=torch.uint8, generator=generator).transpose(1, 2),
-        torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(device)
+        for shape in shapes
     ]
+    images[1] = images[1].transpose(1, 2)  # as `orient` turns an image: not contiguous
     places = [placement(*image.shape[1:], size) for image in images]
     tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
     chunk = windows(images, places, tall, wide)
