@@ -226,24 +226,28 @@ def resize_crop(
     import torch
 
     count, device = len(images), images[0].device
+    # Both axes' weights in one call (half the kernels), so with one span, which the
+    # chunk is at least as tall and wide as: what a band reads past a window counts zero.
+    # A span longer than every window reads them whole: that is as far as it need go.
     tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
-    span_rows = min(max(band_span(rows.length, rows.resized) for rows, _ in places), tall)
-    span_columns = min(max(band_span(c.length, c.resized) for _, c in places), wide)
-    table = host_to_device([[*rows, *columns] for rows, columns in places], device)
-    table = table.T.reshape(10, count, 1, 1, 1)
-    vertical, top = band_weights(*table[:5], out=size[0], span=span_rows)
-    horizontal, left = band_weights(*table[5:], out=size[1], span=span_columns)
+    spans = (band_span(axis.length, axis.resized) for place in places for axis in place)
+    span = min(max(spans), max(tall, wide))
+    tall, wide = max(tall, span), max(wide, span)
+    axes = [rows for rows, _ in places] + [columns for _, columns in places]
+    table = host_to_device(axes, device).T.reshape(5, 2 * count, 1, 1, 1)
+    weights, starts = band_weights(*table, out=max(size), span=span)
+    (vertical, horizontal), (top, left) = weights.split(count), starts.split(count)
     pixels = windows(images, places, tall, wide).float().view(count, 3 * tall, wide)
     every = torch.arange(count, device=device).view(-1, 1)
     # Columns first: per band, (3*tall, span) @ (span, BAND), rounded to 8 bits
     # before the second pass as PIL does (and torch's uint8 kernel after it): on
     # sharp edges, the first pass's overshoot is clipped before the second.
-    bands = pixels.unfold(2, span_columns, 1)[every, :, left]  # (n, bands, 3*tall, span)
+    bands = pixels.unfold(2, span, 1)[every, :, left]  # (n, bands, 3*tall, span)
     narrow = torch.matmul(bands, horizontal).clamp_(0, 255).round_()
     narrow = narrow.view(count, -1, 3, tall, BAND).permute(0, 3, 2, 1, 4)
     narrow = narrow.reshape(count, tall, 3, -1)[..., : size[1]].reshape(count, tall, -1)
     # Then rows: per band, (BAND, span) @ (span, 3*w).
-    bands = narrow.unfold(1, span_rows, 1)[every, top]  # (n, bands, 3*w, span)
+    bands = narrow.unfold(1, span, 1)[every, top]  # (n, bands, 3*w, span)
     out = torch.matmul(vertical.transpose(2, 3), bands.transpose(2, 3))
     out = out.reshape(count, -1, 3, size[1])[:, : size[0]]
     return out.permute(0, 2, 1, 3)
