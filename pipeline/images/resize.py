@@ -72,7 +72,7 @@ class AxisPlace(NamedTuple):
     stop: int
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)  # 8 MB when full
 def placement(height: int, width: int, size: tuple[int, int]) -> tuple[AxisPlace, AxisPlace]:
     """Where an image goes in a chunk: its rows, then its columns.
 
