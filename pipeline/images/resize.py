@@ -93,6 +93,12 @@ def window_shape(place: tuple[AxisPlace, AxisPlace]) -> tuple[int, int]:
     return rows.stop - rows.start, columns.stop - columns.start
 
 
+def chunk_shape(places: list[tuple[AxisPlace, AxisPlace]]) -> tuple[int, int]:
+    """(rows, columns) that hold every window of `places`: their tallest and their widest."""
+    tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
+    return tall, wide
+
+
 def size_chunks(
     shapes: list[tuple[int, int]], *, most: int, pixels: int = CHUNK_PIXELS
 ) -> list[list[int]]:
@@ -229,7 +235,7 @@ def resize_crop(
     # Both axes' weights in one call (half the kernels), so with one span, which the
     # chunk is at least as tall and wide as: what a band reads past a window counts zero.
     # A span longer than every window reads them whole: that is as far as it need go.
-    tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
+    tall, wide = chunk_shape(places)
     spans = (band_span(axis.length, axis.resized) for place in places for axis in place)
     span = min(max(spans), max(tall, wide))
     tall, wide = max(tall, span), max(wide, span)

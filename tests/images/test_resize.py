@@ -10,7 +10,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.images.resize import placement, resize_crop, size_chunks, window_shape, windows
+from pipeline.images.resize import (
+    chunk_shape,
+    placement,
+    resize_crop,
+    size_chunks,
+    window_shape,
+    windows,
+)
 from tests.images.devices import DEVICES
 
 
@@ -132,7 +139,7 @@ def test_a_chunk_holds_each_window_at_its_top_left(device):
     ]
     images[1] = images[1].transpose(1, 2)  # as `orient` turns an image: not contiguous
     places = [placement(*image.shape[1:], size) for image in images]
-    tall, wide = (max(dims) for dims in zip(*map(window_shape, places), strict=True))
+    tall, wide = chunk_shape(places)
     chunk = windows(images, places, tall, wide)
     assert chunk.shape == (3, 3, tall, wide)
     for slot, image, (rows, columns) in zip(chunk, images, places, strict=True):
