@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.images.encoded import JpegFrame
 from pipeline.status import RowStatus
 
 # The size check below replaces PIL's own global limit, which warns or raises
@@ -53,18 +52,15 @@ def _header_size(data: bytes | memoryview) -> tuple[int, int]:
             return image.size
 
 
-def declared_pixels(data: bytes | memoryview | None, frame: JpegFrame | None = None) -> int:
-    """Pixels the image's header declares, without decoding it: the JPEG frame where one
-    was read, else PIL's header; 0 where no header reads (its decode will fail)."""
-    if frame is not None:
-        return frame.width * frame.height
+def declared_size(data: bytes | memoryview | None) -> tuple[int, int]:
+    """(width, height) from PIL's header, without decoding; (0, 0) where no header reads
+    (its decode will fail and say why)."""
     if not data:
-        return 0
+        return 0, 0
     try:
-        width, height = _header_size(data)
+        return _header_size(data)
     except Exception:
-        return 0
-    return width * height
+        return 0, 0
 
 
 def probe(data: bytes | None, *, max_pixels: int) -> Decoded | None:

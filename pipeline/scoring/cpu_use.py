@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 import psutil
 
 # What each kind's processes are called (Ray titles a worker after what it runs).
-KINDS = {"model actors": ("ClipScorer",), "read + tokenize": ("read_stage", "tokenize_stage")}
+KINDS = {
+    "model actors": ("ClipScorer",),
+    "read + tokenize": ("read_stage", "tokenize_stage", "header_stage"),
+}
 DRIVER = "driver"
 RAY = "Ray's own"
 ELSE = "not this job"

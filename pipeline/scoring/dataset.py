@@ -1,6 +1,6 @@
-"""The Ray Data plan: read tasks, tokenization, then the model actor pool.
+"""The Ray Data plan: read tasks, tokenization, image headers, then the model actor pool.
 
-Reading and tokenizing run as CPU tasks (fused by Ray Data), the model runs
+Reading, tokenizing and reading image headers run as CPU tasks (fused by Ray Data), the model runs
 on an actor pool with one actor per GPU, or CPU actors sized to the cores.
 Order is preserved so that rows reach the writer in input order and each
 shard can be committed as soon as its last row arrives.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import RayConfig, WinnowConfig
+from pipeline.images.headers import header_stage
 from pipeline.io.reader import read_stage
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.scorer import ClipScorer
@@ -122,6 +123,13 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         batch_size=None,
         batch_format="pyarrow",
         fn_kwargs={"models": config.models},
+        num_cpus=READ_CPUS,
+        compute=readers,
+    )
+    dataset = dataset.map_batches(
+        header_stage,
+        batch_size=None,
+        batch_format="pyarrow",
         num_cpus=READ_CPUS,
         compute=readers,
     )

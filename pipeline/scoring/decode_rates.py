@@ -65,12 +65,14 @@ def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float 
 
 
 def actor_rows(images: list[bytes]) -> pa.Table:
-    """Images as the actor receives them, with nothing else wrong in their rows."""
+    """Images as the actor receives them (their headers read, as read tasks read them), with
+    nothing else wrong in their rows."""
+    from pipeline.images.headers import header_stage
     from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
     from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
 
     rows = len(images)
-    return pa.table(
+    table = pa.table(
         {
             IMAGE: pa.array(images, pa.large_binary()),
             UPSTREAM_OK: pa.array([True] * rows),
@@ -79,6 +81,7 @@ def actor_rows(images: list[bytes]) -> pa.Table:
             CAPTION_ERROR: pa.nulls(rows, pa.string()),
         }
     )
+    return header_stage(table)
 
 
 TENSOR_PHASES = ("header checks + JPEG decode", "JPEG decode alone", "resize + crop + normalise")

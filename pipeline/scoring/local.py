@@ -9,6 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline.config import WinnowConfig
+from pipeline.images.headers import header_stage
 from pipeline.io.reader import model_inputs
 from pipeline.scoring.captions import tokenize_stage
 from pipeline.scoring.scorer import ClipScorer
@@ -23,7 +24,12 @@ def scorer_for(config: WinnowConfig, *, device: str = "cpu") -> ClipScorer:
     )
 
 
+def actor_input(table: pa.Table, config: WinnowConfig, *, shard: int = 0) -> pa.Table:
+    """Input rows as the model actor receives them: through the read tasks' stages."""
+    inputs = model_inputs(table, {"shard": shard, "first_row": 0}, config.input)
+    return header_stage(tokenize_stage(inputs, models=config.models))
+
+
 def score_table(table: pa.Table, config: WinnowConfig, scorer: ClipScorer) -> pa.Table:
     """Model output columns (status, error, scores, embeddings) for `table`'s rows, in order."""
-    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
-    return scorer(tokenize_stage(inputs, models=config.models))
+    return scorer(actor_input(table, config))

@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ImagesConfig, ModelConfig
-from pipeline.images.decode import Decoded, declared_pixels, decode_image, over_limit
-from pipeline.images.encoded import ImageBytes, JpegFrame, jpeg_frame
+from pipeline.images.decode import Decoded, decode_image, over_limit
+from pipeline.images.encoded import ImageBytes
 from pipeline.images.extreme import ThinCrop
+from pipeline.images.headers import Headers
 from pipeline.images.tensor import TensorPreprocess, decode_jpegs, orient
 from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
@@ -30,8 +31,6 @@ from pipeline.status import RowStatus
 
 STATUS = "_winnow_status"
 ERROR = "_winnow_error"
-# Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
-NVJPEG_COMPONENTS = (1, 3)
 # Threads a GPU actor decodes its PIL rows on (not JPEG, CMYK, cut off; every row with
 # `images.decode: pil`): PIL works without the GIL, and one thread would do them one by
 # one while the GPU waits. Ray gives the actor one CPU, whose torch threads say 1.
@@ -82,73 +81,73 @@ def check_rows(
     *,
     jpeg_device: str | None = None,
     mapper: Mapper = map,
-    frames: Sequence[JpegFrame | None] | None = None,
     finish: Callable[[Any], Any] | None = None,
 ) -> RowChecks:
     """Statuses for every row, and the decoded images (PIL, or uint8 tensors from nvJPEG).
 
-    With `jpeg_device`, complete JPEGs whose frame header reads are decoded there
-    in one batch, straight from the column's memory; anything else, and any JPEG
-    that decoder refuses, goes through PIL, which sets its status. PIL decodes
-    go through `mapper` (a thread pool's map runs them in parallel). `frames`: the
-    rows' JPEG frames where the caller has read them already. `finish` is applied
-    to each PIL image in the same call as its decode, and its result kept instead:
-    a preprocess there lets each decoded image go at once.
+    Decisions come from the columns the read tasks made (`header_stage`): rows
+    whose header declares too many pixels end here, undecoded. With
+    `jpeg_device`, the JPEGs the batched decoder takes are decoded there in one
+    batch, straight from the column's memory; anything else, and any JPEG that
+    decoder refuses, goes through PIL, which sets its status. PIL decodes go
+    through `mapper` (a thread pool's map runs them in parallel). `finish` is
+    applied to each PIL image in the same call as its decode, and its result kept
+    instead: a preprocess there lets each decoded image go at once.
     """
-    upstream_ok = table[UPSTREAM_OK].to_pylist()
-    upstream_error = table[UPSTREAM_ERROR].to_pylist()
-    caption_status = table[CAPTION_STATUS].to_pylist()
-    caption_error = table[CAPTION_ERROR].to_pylist()
     data = ImageBytes(table[IMAGE])
-    results: dict[int, Decoded] = {}
-    jpegs: dict[int, int] = {}  # row: its EXIF orientation
-    with_pil: list[int] = []
-    for row in range(len(data)):
-        if not upstream_ok[row]:
-            results[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row])
-            continue
-        frame = None
-        if jpeg_device:
-            frame = frames[row] if frames is not None else jpeg_frame(data.view(row))
-        if frame is None or not frame.complete or frame.components not in NVJPEG_COMPONENTS:
-            with_pil.append(row)
-        elif failure := over_limit(frame.width, frame.height, max_pixels=images.max_pixels):
-            results[row] = failure
-        else:
-            jpegs[row] = frame.orientation
+    headers = Headers.of(table)
+    upstream_ok = table[UPSTREAM_OK].to_numpy(zero_copy_only=False).astype(bool)
+    too_large = upstream_ok & (headers.pixels > images.max_pixels)
+    failed: dict[int, Decoded] = {}  # rows whose image ends them, with why
+    upstream_error = table[UPSTREAM_ERROR]
+    for row in np.flatnonzero(~upstream_ok).tolist():
+        failed[row] = Decoded(None, RowStatus.UPSTREAM_FAILED, upstream_error[row].as_py())
+    for row in np.flatnonzero(too_large).tolist():
+        width, height = int(headers.width[row]), int(headers.height[row])
+        failed[row] = over_limit(width, height, max_pixels=images.max_pixels)  # type: ignore[assignment]
+    left = upstream_ok & ~too_large
+    batched = left & (headers.orientation > 0) & bool(jpeg_device)
+    with_pil = np.flatnonzero(left & ~batched).tolist()
+    decoded: dict[int, Any] = {}
+    jpegs = np.flatnonzero(batched).tolist()
     if jpegs:
-        decoded = decode_jpegs([data.tensor(r) for r in jpegs], jpeg_device)  # type: ignore[arg-type]
-        for (row, orientation), tensor in zip(jpegs.items(), decoded, strict=True):
+        tensors = decode_jpegs([data.tensor(row) for row in jpegs], jpeg_device)  # type: ignore[arg-type]
+        orientation = headers.orientation[jpegs].tolist()
+        for row, tensor, turn in zip(jpegs, tensors, orientation, strict=True):
             if tensor is None:
                 with_pil.append(row)
             else:
-                results[row] = Decoded(orient(tensor, orientation), RowStatus.OK)
+                decoded[row] = orient(tensor, turn)
 
     def decode(row: int) -> Decoded:
-        decoded = decode_image(data.bytes(row), max_pixels=images.max_pixels)
-        if finish is None or decoded.image is None:
-            return decoded
-        return Decoded(finish(decoded.image), decoded.status)
+        result = decode_image(data.bytes(row), max_pixels=images.max_pixels)
+        if finish is None or result.image is None:
+            return result
+        return Decoded(finish(result.image), result.status)
 
-    results.update(zip(with_pil, mapper(decode, with_pil), strict=True))
-    status, errors, decoded_images, image_rows, text_rows = [], [], [], [], []
-    for row in range(len(data)):
-        result = results[row]
-        if result.image is not None:
-            decoded_images.append(result.image)
-            image_rows.append(row)
-        if caption_status[row] == RowStatus.OK:
-            text_rows.append(row)
-        first = result.status if result.status != RowStatus.OK else caption_status[row]
-        status.append(str(first))
-        messages = [m for m in (result.error, caption_error[row]) if m]
-        errors.append("; ".join(messages) if messages else None)
+    for row, result in zip(with_pil, mapper(decode, with_pil), strict=True):
+        if result.image is None:
+            failed[row] = result
+        else:
+            decoded[row] = result.image
+    return _checked(table, failed, decoded)
+
+
+def _checked(table: pa.Table, failed: dict[int, Decoded], decoded: dict[int, Any]) -> RowChecks:
+    """Each row's status: its image's failure, else its caption's; both reasons kept."""
+    caption_status = table[CAPTION_STATUS].to_pylist()
+    errors = [error or None for error in table[CAPTION_ERROR].to_pylist()]
+    status = list(caption_status)
+    for row, failure in failed.items():
+        status[row] = str(failure.status)
+        errors[row] = "; ".join(m for m in (failure.error, errors[row]) if m) or None
+    image_rows = sorted(decoded)
     return RowChecks(
         status=status,
         error=errors,
-        images=decoded_images,
+        images=[decoded[row] for row in image_rows],
         image_rows=np.asarray(image_rows, np.int64),
-        text_rows=np.asarray(text_rows, np.int64),
+        text_rows=np.flatnonzero(np.asarray(caption_status, object) == RowStatus.OK.value),
     )
 
 
@@ -239,7 +238,7 @@ class ClipScorer:
             for preprocess, thin in self.preprocesses.values()
         )
 
-    def _part(self, table: pa.Table, frames: list[JpegFrame | None]) -> tuple[RowChecks, dict]:
+    def _part(self, table: pa.Table) -> tuple[RowChecks, dict]:
         """One part's checks and pixels by preprocess; its decoded images are let go here,
         before the next part decodes. On the PIL path each image is preprocessed as it is
         decoded, so only one a thread is held decoded."""
@@ -251,7 +250,6 @@ class ClipScorer:
             self.images,
             jpeg_device=self.jpeg_device,
             mapper=self.mapper,
-            frames=frames,
             finish=self._preprocessed if pil else None,
         )
         made: dict[Any, Any] = dict.fromkeys(self.preprocesses)  # models with one share it
@@ -291,16 +289,11 @@ class ClipScorer:
     def prepare(self, table: pa.Table) -> Prepared:
         """A batch's statuses, pixels and token ids; decoded a part at a time, each part's
         declared pixels within `images.max_decoded_pixels`."""
-        data = ImageBytes(table[IMAGE])
-        frames = [jpeg_frame(data.view(row)) for row in range(len(data))]
-        limit = self.images.max_pixels  # larger images are refused from their header
-        sizes = [declared_pixels(data.view(row), frame) for row, frame in enumerate(frames)]
-        sizes = [size if size <= limit else 0 for size in sizes]
-        parts = pixel_parts(sizes, self.images.max_decoded_pixels)
+        pixels = Headers.of(table).pixels
+        pixels[pixels > self.images.max_pixels] = 0  # refused from their header, never decoded
+        parts = pixel_parts(pixels.tolist(), self.images.max_decoded_pixels)
         with self.preparing.active():
-            done = [
-                (start, *self._part(table[start:stop], frames[start:stop])) for start, stop in parts
-            ]
+            done = [(start, *self._part(table[start:stop])) for start, stop in parts]
             pixels = self._joined([made for _, _, made in done])
             ready = self.preparing.done()
         checks = RowChecks.join([(start, checks) for start, checks, _ in done])

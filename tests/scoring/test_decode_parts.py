@@ -11,9 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.io.reader import model_inputs
-from pipeline.scoring.captions import tokenize_stage
-from pipeline.scoring.local import score_table, scorer_for
+from pipeline.scoring.local import actor_input, score_table, scorer_for
 from pipeline.scoring.scorer import pixel_parts
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from tests.builders import TINY, bomb_png, encode, jpeg, photo, row
@@ -99,8 +97,7 @@ def test_a_batch_decoded_in_parts_scores_as_when_decoded_at_once(tiny_checkpoint
 def test_models_with_one_preprocess_share_their_pixels_across_parts(tiny_checkpoint):
     config = _config(tiny_checkpoint, decode="pil", budget=SMALL, models=2)
     scorer = scorer_for(config)
-    inputs = model_inputs(mixed_rows(), {"shard": 0, "first_row": 0}, config.input)
-    prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
+    prepared = scorer.prepare(actor_input(mixed_rows(), config))
     assert prepared.pixels[0].shape[0] == len(prepared.checks.image_rows) == 7
     assert prepared.pixels[0] is prepared.pixels[1]
 

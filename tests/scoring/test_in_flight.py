@@ -11,9 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.io.reader import model_inputs
-from pipeline.scoring.captions import tokenize_stage
-from pipeline.scoring.local import score_table, scorer_for
+from pipeline.scoring.local import actor_input, score_table, scorer_for
 from tests.builders import DEMO_CHECKPOINT, TINY, good_rows
 from tests.images.devices import DEVICES
 
@@ -83,8 +81,7 @@ def test_models_with_the_same_preprocess_share_one_batch_of_pixels(tiny_checkpoi
     keys = ["key", "jpg", "caption", "status", "error_message"]
     table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 5)])
     scorer = scorer_for(config)
-    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, config.input)
-    prepared = scorer.prepare(tokenize_stage(inputs, models=config.models))
+    prepared = scorer.prepare(actor_input(table, config))
     assert prepared.pixels[0].shape[0] == 5
     assert prepared.pixels[0] is prepared.pixels[1]
 
@@ -112,8 +109,7 @@ def test_models_with_different_preprocesses_each_score_as_alone(tiny_checkpoint,
     table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(0, 5)])
     both = config(models)
     scorer = scorer_for(both)
-    inputs = model_inputs(table, {"shard": 0, "first_row": 0}, both.input)
-    prepared = scorer.prepare(tokenize_stage(inputs, models=both.models))
+    prepared = scorer.prepare(actor_input(table, both))
     assert [tuple(p.shape) for p in prepared.pixels] == [(5, 3, 32, 32), (5, 3, 64, 64)]
     together = score_table(table, both, scorer)
     for entry in models:

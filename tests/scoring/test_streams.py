@@ -11,9 +11,7 @@ import torch
 
 from pipeline.config import parse_config
 from pipeline.images.tensor import decode_jpegs
-from pipeline.io.reader import model_inputs
-from pipeline.scoring.captions import tokenize_stage
-from pipeline.scoring.local import scorer_for
+from pipeline.scoring.local import actor_input, scorer_for
 from tests.builders import TINY, good_rows, jpeg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -35,8 +33,7 @@ def gpu_scorer_and_batches(checkpoint, shards: int = 1):
     batches = []
     for shard in range(shards):
         table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 40)])
-        inputs = model_inputs(table, {"shard": shard, "first_row": 0}, config.input)
-        batches.append(tokenize_stage(inputs, models=config.models))
+        batches.append(actor_input(table, config, shard=shard))
     scorer = scorer_for(config, device="cuda")
     assert scorer.jpeg_device == "cuda"  # nvJPEG and the chunked resize, not PIL
     return scorer, batches

@@ -1,0 +1,74 @@
+"""Image headers read in the read tasks, as columns: each row's declared size, and whether
+the batched JPEG decoder takes it.
+
+A GPU actor handles thousands of rows a second in one Python process. Walking
+every row's JPEG segments there cost it 5-10 us a row, and a PIL header for
+every other format more; read tasks run several to a GPU, so they read the
+headers and the actor reads three integer columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.images.decode import declared_size
+from pipeline.images.encoded import ImageBytes, jpeg_frame
+from pipeline.io.reader import IMAGE
+
+WIDTH = "_winnow_width"
+HEIGHT = "_winnow_height"
+# The EXIF orientation (1-8) of a JPEG the batched decoder takes; 0 for a row that goes
+# to PIL (not a JPEG, CMYK, cut off, or headers PIL would read otherwise).
+BATCH_JPEG = "_winnow_batch_jpeg"
+# Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
+NVJPEG_COMPONENTS = (1, 3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Headers:
+    """Per row: the size its header declares (0 x 0 where none reads) and `BATCH_JPEG`."""
+
+    width: np.ndarray
+    height: np.ndarray
+    orientation: np.ndarray
+
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.width * self.height
+
+    @classmethod
+    def read(cls, column: pa.Array | pa.ChunkedArray) -> Headers:
+        """The headers of a binary column's images: the JPEG frame where one reads as PIL
+        would read it, else PIL's header."""
+        data = ImageBytes(column)
+        width, height, orientation = (np.zeros(len(data), np.int64) for _ in range(3))
+        for row in np.flatnonzero(data.valid).tolist():
+            view = data.view(row)
+            frame = jpeg_frame(view)
+            if frame is None:
+                width[row], height[row] = declared_size(view)
+                continue
+            width[row], height[row] = frame.width, frame.height
+            if frame.complete and frame.components in NVJPEG_COMPONENTS:
+                orientation[row] = frame.orientation
+        return cls(width=width, height=height, orientation=orientation)
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Headers:
+        """The headers `header_stage` put in the table."""
+
+        def column(name: str) -> np.ndarray:
+            return table[name].to_numpy().astype(np.int64)
+
+        return cls(width=column(WIDTH), height=column(HEIGHT), orientation=column(BATCH_JPEG))
+
+
+def header_stage(table: pa.Table) -> pa.Table:
+    """Ray Data stage: the image column's headers appended as columns."""
+    headers = Headers.read(table[IMAGE])
+    table = table.append_column(WIDTH, pa.array(headers.width, pa.int32()))
+    table = table.append_column(HEIGHT, pa.array(headers.height, pa.int32()))
+    return table.append_column(BATCH_JPEG, pa.array(headers.orientation, pa.int8()))
