@@ -141,3 +141,9 @@ def with_exif(data: bytes, orientation: int, order: str = "II") -> bytes:
 
 def segment(marker: bytes, body: bytes) -> bytes:
     return marker + (len(body) + 2).to_bytes(2, "big") + body
+
+
+def with_frame_bits(data: bytes, bits: int) -> bytes:
+    """A baseline JPEG whose frame header says `bits` bits a sample (PIL reads only 8)."""
+    at = data.index(b"\xff\xc0") + 4
+    return data[:at] + bytes([bits]) + data[at + 1 :]

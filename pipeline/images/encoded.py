@@ -19,11 +19,14 @@ import pyarrow as pa
 
 JPEG_START = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
-# Start-of-frame markers carry the size; 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) do not.
-FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Markers with no length field after them.
-STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
-APP1 = 0xE1
+# The markers PIL knows (0xC0-0xFE; any other after 0xFF it refuses), as PIL reads them:
+# those with a frame (size, precision, components; 0xDE too), those with no length after
+# them, and the quantization tables. A test holds these to PIL's own table.
+PIL_MARKERS = range(0xC0, 0xFF)
+FRAME_MARKERS = frozenset({*range(0xC0, 0xD0), 0xDE}) - {0xC4, 0xC8, 0xCC}
+STANDALONE_MARKERS = frozenset({0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
+DQT = 0xDB
+APP0, APP1 = 0xE0, 0xE1
 EXIF_HEADER = b"Exif\x00\x00"
 ORIENTATION_TAG = 0x0112
 XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -64,12 +67,29 @@ def exif_orientation(tiff: bytes | memoryview) -> int | None:
     return 0
 
 
+def refused_by_pil(marker: int, body: bytes | memoryview) -> bool:
+    """Whether PIL's header parse raises on this segment (frames aside): quantization
+    tables (64 values of one or two bytes, after a byte saying which) that do not fill
+    their segment, or a JFIF segment too short for its version."""
+    if marker == APP0:
+        return bytes(body[:4]) == b"JFIF" and len(body) < 7
+    if marker != DQT:
+        return False
+    position = 0
+    while position < len(body):
+        position += 1 + 64 * (1 if body[position] < 16 else 2)
+    return position != len(body)
+
+
 def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
     """Size, components and orientation from a JPEG's headers; None for anything this
     cannot read as PIL would, which sends the row to PIL for its format or its error.
 
     Segments are walked by their length up to the scan, so a thumbnail inside EXIF
-    is never mistaken for the image. The orientation is PIL's: the EXIF block's
+    is never mistaken for the image. What PIL refuses in a header (an unknown
+    marker, a segment past the end, a frame that is not 8-bit, quantization tables
+    that do not fill their segment) is None here, so a decoder that would take it
+    never scores a row PIL fails. The orientation is PIL's: the EXIF block's
     Orientation tag, else the XMP packet's tiff:Orientation.
     """
     if data is None or bytes(data[:3]) != JPEG_START:
@@ -85,19 +105,25 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
+        if marker not in PIL_MARKERS or marker == 0xD9:  # or the end before any scan
+            return None
         if marker in STANDALONE_MARKERS:
             position += 2
             continue
-        if marker == 0xD9:  # end of image before any scan
+        stop = position + 2 + length
+        if length < 2 or stop > end:
             return None
         if marker == 0xDA:  # the scan: every header is read
             break
-        if marker in FRAME_MARKERS and frame is None:
-            if position + 10 > end:
+        body = data[position + 4 : stop]
+        if marker in FRAME_MARKERS:
+            # PIL: 8 bits, three bytes a component; the last frame counts, here only one.
+            if frame is not None or len(body) < 6 or body[0] != 8 or (len(body) - 6) % 3:
                 return None
-            frame = unpack_from(">HHB", data, position + 5)
+            frame = unpack_from(">HHB", body, 1)
+        elif refused_by_pil(marker, body):
+            return None
         elif marker == APP1:
-            body = data[position + 4 : min(end, position + 2 + length)]
             if bytes(body[:6]) == EXIF_HEADER:
                 if exif is not None:  # PIL joins further EXIF blocks onto the first
                     return None
@@ -107,11 +133,13 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
             elif bytes(body[: len(XMP_HEADER)]) == XMP_HEADER:
                 found = XMP_ORIENTATION.search(bytes(body[len(XMP_HEADER) :]))
                 xmp = int(found[2]) if found else 0  # the last XMP packet counts
-        position += 2 + length
+        position = stop
+    else:
+        return None  # no scan
     if frame is None:
         return None
     height, width, components = frame
-    if not (width and height):
+    if not (width and height) or components not in (1, 3, 4):
         return None
     return JpegFrame(
         width=width,

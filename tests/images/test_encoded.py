@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pyarrow as pa
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.images.encoded import ImageBytes, jpeg_frame
-from tests.builders import encode, jpeg, photo, segment, with_exif
+import pipeline.images.decode  # noqa: F401  (PIL's pixel limit off, as in a job)
+from pipeline.images.encoded import (
+    DQT,
+    FRAME_MARKERS,
+    PIL_MARKERS,
+    STANDALONE_MARKERS,
+    ImageBytes,
+    jpeg_frame,
+)
+from tests.builders import encode, jpeg, photo, segment, with_exif, with_frame_bits
 
 
 def pil_size(data: bytes) -> tuple[int, int]:
@@ -133,3 +142,84 @@ def test_exif_this_cannot_read_plainly_is_left_to_pil():
     assert jpeg_frame(garbled) is None
     twice = with_exif(with_exif(base, 6), 3)  # PIL joins a second EXIF block onto the first
     assert jpeg_frame(twice) is None
+
+
+def test_the_marker_tables_are_pils_own():
+    """A later PIL that reads markers otherwise fails here, not in a job's statuses."""
+    from PIL import JpegImagePlugin
+
+    table = {code & 0xFF: handler for code, (_, _, handler) in JpegImagePlugin.MARKER.items()}
+    assert set(table) == set(PIL_MARKERS)
+    assert {m for m, handler in table.items() if handler is None} == STANDALONE_MARKERS
+    assert {m for m, handler in table.items() if handler is JpegImagePlugin.SOF} == FRAME_MARKERS
+    assert {m for m, handler in table.items() if handler is JpegImagePlugin.DQT} == {DQT}
+
+
+def pil_refuses(data: bytes) -> bool:
+    try:
+        Image.open(io.BytesIO(data))
+    except Exception:
+        return True
+    return False
+
+
+BASE = jpeg(1, (64, 48))
+DQT_AT = BASE.index(b"\xff\xdb")
+SCAN_AT = BASE.index(b"\xff\xda")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        with_frame_bits(BASE, 12),
+        BASE[:DQT_AT] + segment(b"\xff\xdb", bytes(40)) + BASE[DQT_AT:],  # a table cut short
+        BASE[:2] + b"\xff\x02\x00\x04ab" + BASE[2:],  # a marker PIL does not know
+        BASE[:2] + b"\xff\xe0\x00\x07JFIF\x00" + BASE[2:],  # JFIF without its version
+        BASE[:SCAN_AT] + b"\xff\xfe\xff\xf0" + BASE[SCAN_AT:],  # a comment past the end
+    ],
+    ids=["12-bit", "dqt", "unknown-marker", "jfif", "past-the-end"],
+)
+def test_headers_pil_refuses_are_left_to_pil(data):
+    assert pil_refuses(data)
+    assert jpeg_frame(data) is None
+
+
+def mutated(base: bytes, rng: random.Random) -> bytes:
+    """`base` with a few bytes of its headers changed, cut out or put in."""
+    data = bytearray(base)
+    for _ in range(rng.randint(1, 3)):
+        at, kind = rng.randrange(min(len(data), 400)), rng.random()
+        if kind < 0.6:
+            data[at] = rng.randrange(256)
+        elif kind < 0.8:
+            del data[at : at + rng.randint(1, 8)]
+        else:
+            data[at:at] = rng.randbytes(rng.randint(1, 8))
+    return bytes(data)
+
+
+def test_a_jpeg_whose_headers_read_here_reads_as_the_same_image_in_pil():
+    """On damaged headers: every JPEG read here (which a GPU actor then hands nvJPEG, not
+    PIL) PIL opens too, with the same size and bands, so both paths give it one status."""
+    bases = [
+        with_exif(jpeg(1, (40, 20)), 6),
+        encode(photo(2, (33, 17)).convert("L"), "JPEG"),
+        encode(photo(3, (50, 40)), "JPEG", progressive=True),
+        encode(photo(4, (20, 20)).convert("CMYK"), "JPEG"),
+        encode(photo(5, (24, 24)), "JPEG", icc_profile=b"x" * 300, comment=b"a comment"),
+        encode(photo(6, (30, 20)), "JPEG", xmp=b'<x tiff:Orientation="3"/>', dpi=(300, 300)),
+    ]
+    rng = random.Random(0)
+    read = 0
+    for _ in range(4000):
+        data = mutated(rng.choice(bases), rng)
+        frame = jpeg_frame(data)
+        if frame is None:
+            continue
+        read += 1
+        with Image.open(io.BytesIO(data)) as image:
+            assert (image.size, len(image.getbands())) == (
+                (frame.width, frame.height),
+                frame.components,
+            ), data.hex()
+    assert 1000 < read < 3900  # damage that leaves the headers readable, and damage that does not

@@ -16,7 +16,16 @@ from pipeline.scoring.decode_rates import actor_rows
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows
-from tests.builders import DEMO_CHECKPOINT, bomb_png, encode, jpeg, photo, row, with_exif
+from tests.builders import (
+    DEMO_CHECKPOINT,
+    bomb_png,
+    encode,
+    jpeg,
+    photo,
+    row,
+    with_exif,
+    with_frame_bits,
+)
 from tests.images.devices import DEVICES
 
 
@@ -27,6 +36,9 @@ def rows() -> pa.Table:
         row("grey-jpeg", encode(photo(2).convert("L"), "JPEG"), "grey"),
         row("cmyk-jpeg", encode(photo(3).convert("CMYK"), "JPEG"), "cmyk"),
         row("truncated", jpeg(4, (300, 300))[:500], "cut"),
+        # Headers PIL refuses and libjpeg or nvJPEG may take: PIL's status for both paths.
+        row("short-jfif", jpeg(6)[:2] + b"\xff\xe0\x00\x07JFIF\x00" + jpeg(6)[2:], "jfif"),
+        row("12-bit", with_frame_bits(jpeg(7), 12), "twelve bits"),
         row("bomb", bomb_png(), "huge"),
     ]
     keys = ["key", "jpg", "caption", "status", "error_message"]
