@@ -1,7 +1,8 @@
 """The Ray Data plan: read tasks, tokenization, image headers, then the model actor pool.
 
-Reading, tokenizing and reading image headers run as CPU tasks (fused by Ray Data), the model runs
-on an actor pool with one actor per GPU, or CPU actors sized to the cores.
+Reading, tokenizing and reading image headers run as CPU tasks (fused by Ray
+Data), the model runs on an actor pool with one actor per GPU, or CPU actors
+sized to the cores.
 Order is preserved so that rows reach the writer in input order and each
 shard can be committed as soon as its last row arrives.
 """
