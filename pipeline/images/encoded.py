@@ -26,7 +26,8 @@ PIL_MARKERS = range(0xC0, 0xFF)
 FRAME_MARKERS = frozenset({*range(0xC0, 0xD0), 0xDE}) - {0xC4, 0xC8, 0xCC}
 STANDALONE_MARKERS = frozenset({0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
 DQT = 0xDB
-APP0, APP1 = 0xE0, 0xE1
+APP0, APP1, APP14 = 0xE0, 0xE1, 0xEE
+RGB_NAMES = b"RGB"  # component ids 82, 71, 66
 EXIF_HEADER = b"Exif\x00\x00"
 ORIENTATION_TAG = 0x0112
 XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -37,12 +38,17 @@ XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')  # as PIL finds 
 class JpegFrame:
     width: int
     height: int
-    components: int  # 1 grey, 3 YCbCr, 4 CMYK or YCCK
+    components: int  # 1 grey, 3 YCbCr or RGB, 4 CMYK or YCCK
     # Ends with the end-of-image marker. nvJPEG decodes a cut-off JPEG without an
     # error (the missing part comes out grey), where PIL refuses it.
     complete: bool
     # The EXIF Orientation tag (1: as stored). nvJPEG ignores it; PIL applies it.
     orientation: int
+    # Three components stored as RGB, not YCbCr, as libjpeg (PIL's decoder) reads them: no
+    # JFIF segment, and an Adobe segment's transform 0, or without one, components named
+    # R, G and B. PIL's colours are the reference; a decoder that took them as YCbCr
+    # would shift every pixel's colour.
+    rgb: bool = False
 
 
 def exif_orientation(tiff: bytes | memoryview) -> int | None:
@@ -98,6 +104,8 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
     frame: tuple[int, int, int] | None = None
     exif: int | None = None
     xmp = 0
+    names = b""
+    jfif, transform = False, None
     while position + 4 <= end:
         first, marker, length = unpack_from(">BBH", data, position)
         if first != 0xFF:
@@ -120,9 +128,13 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
             # PIL: 8 bits, three bytes a component; the last frame counts, here only one.
             if frame is not None or len(body) < 6 or body[0] != 8 or (len(body) - 6) % 3:
                 return None
-            frame = unpack_from(">HHB", body, 1)
+            frame, names = unpack_from(">HHB", body, 1), bytes(body[6::3])
         elif refused_by_pil(marker, body):
             return None
+        elif marker == APP0:
+            jfif = jfif or (bytes(body[:5]) == b"JFIF\x00" and len(body) >= 14)  # as libjpeg
+        elif marker == APP14 and bytes(body[:5]) == b"Adobe" and len(body) >= 12:
+            transform = body[11]
         elif marker == APP1:
             if bytes(body[:6]) == EXIF_HEADER:
                 if exif is not None:  # PIL joins further EXIF blocks onto the first
@@ -147,6 +159,9 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
         components=components,
         complete=bytes(data[-2:]) == JPEG_END,
         orientation=exif or xmp or 1,
+        rgb=components == 3
+        and not jfif
+        and (transform == 0 if transform is not None else names == RGB_NAMES),
     )
 
 

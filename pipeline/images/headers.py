@@ -21,7 +21,7 @@ from pipeline.io.reader import IMAGE
 WIDTH = "_winnow_width"
 HEIGHT = "_winnow_height"
 # The EXIF orientation (1-8) of a JPEG the batched decoder takes; 0 for a row that goes
-# to PIL (not a JPEG, CMYK, cut off, or headers PIL would read otherwise).
+# to PIL (not a JPEG, CMYK or stored as RGB, cut off, or headers PIL reads otherwise).
 BATCH_JPEG = "_winnow_batch_jpeg"
 # Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
 NVJPEG_COMPONENTS = (1, 3)
@@ -52,7 +52,7 @@ class Headers:
                 width[row], height[row] = declared_size(view)
                 continue
             width[row], height[row] = frame.width, frame.height
-            if frame.complete and frame.components in NVJPEG_COMPONENTS:
+            if frame.complete and frame.components in NVJPEG_COMPONENTS and not frame.rgb:
                 orientation[row] = frame.orientation
         return cls(width=width, height=height, orientation=orientation)
 

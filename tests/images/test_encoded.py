@@ -223,3 +223,32 @@ def test_a_jpeg_whose_headers_read_here_reads_as_the_same_image_in_pil():
                 frame.components,
             ), data.hex()
     assert 1000 < read < 3900  # damage that leaves the headers readable, and damage that does not
+
+
+def without_jfif(data: bytes) -> bytes:
+    at = data.index(b"\xff\xe0")
+    return data[:at] + data[at + 4 + int.from_bytes(data[at + 2 : at + 4], "big") - 2 :]
+
+
+def named(data: bytes, names: bytes) -> bytes:
+    """The frame's three component ids set to `names` (the scan still names the old ones:
+    for reading headers only)."""
+    at = data.index(b"\xff\xc0") + 4 + 6
+    for index, name in enumerate(names):
+        data = data[: at + 3 * index] + bytes([name]) + data[at + 3 * index + 1 :]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "rgb"),
+    [
+        (jpeg(1), False),
+        (encode(photo(2), "JPEG", keep_rgb=True), True),  # Adobe segment, transform 0
+        (named(without_jfif(jpeg(3)), b"RGB"), True),
+        (named(jpeg(3), b"RGB"), False),  # JFIF says YCbCr, whatever the names
+        (encode(photo(4).convert("L"), "JPEG"), False),
+    ],
+    ids=["ycbcr", "adobe-rgb", "named-rgb", "jfif-named-rgb", "grey"],
+)
+def test_colours_stored_as_rgb_are_told_apart_as_libjpeg_does(data, rgb):
+    assert jpeg_frame(data).rgb is rgb

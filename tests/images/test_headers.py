@@ -19,6 +19,7 @@ CASES = {
     "turned": (with_exif(jpeg(2, (40, 20)), 6), (40, 20), 6),
     "grey": (encode(photo(3, (30, 50)).convert("L"), "JPEG"), (30, 50), 1),
     "cmyk": (encode(photo(4, (40, 30)).convert("CMYK"), "JPEG"), (40, 30), 0),
+    "rgb": (encode(photo(4, (40, 30)), "JPEG", keep_rgb=True), (40, 30), 0),
     "cut off": (jpeg(5, (300, 200))[:-100], (300, 200), 0),
     "cut in its headers": (jpeg(5, (300, 200))[:300], (0, 0), 0),
     "png": (encode(photo(6, (70, 10)), "PNG"), (70, 10), 0),

@@ -35,6 +35,7 @@ def rows() -> pa.Table:
         row("png", encode(photo(1), "PNG"), "a png"),
         row("grey-jpeg", encode(photo(2).convert("L"), "JPEG"), "grey"),
         row("cmyk-jpeg", encode(photo(3).convert("CMYK"), "JPEG"), "cmyk"),
+        row("rgb-jpeg", encode(photo(3), "JPEG", keep_rgb=True), "stored as rgb"),
         row("truncated", jpeg(4, (300, 300))[:500], "cut"),
         # Headers PIL refuses and libjpeg or nvJPEG may take: PIL's status for both paths.
         row("short-jfif", jpeg(6)[:2] + b"\xff\xe0\x00\x07JFIF\x00" + jpeg(6)[2:], "jfif"),
