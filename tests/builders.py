@@ -147,3 +147,9 @@ def with_frame_bits(data: bytes, bits: int) -> bytes:
     """A baseline JPEG whose frame header says `bits` bits a sample (PIL reads only 8)."""
     at = data.index(b"\xff\xc0") + 4
     return data[:at] + bytes([bits]) + data[at + 1 :]
+
+
+def with_frame_marker(data: bytes, marker: int) -> bytes:
+    """A baseline JPEG whose frame says another coding (0xC9: arithmetic), for its headers."""
+    at = data.index(b"\xff\xc0") + 1
+    return data[:at] + bytes([marker]) + data[at + 1 :]

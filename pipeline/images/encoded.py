@@ -44,6 +44,8 @@ class JpegFrame:
     complete: bool
     # The EXIF Orientation tag (1: as stored). nvJPEG ignores it; PIL applies it.
     orientation: int
+    # The start-of-frame marker: its coding (0xC0 baseline, 0xC2 progressive, ...).
+    coding: int = 0xC0
     # Three components stored as RGB, not YCbCr, as libjpeg (PIL's decoder) reads them: no
     # JFIF segment, and an Adobe segment's transform 0, or without one, components named
     # R, G and B. PIL's colours are the reference; a decoder that took them as YCbCr
@@ -102,6 +104,7 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
         return None
     position, end = 2, len(data)
     frame: tuple[int, int, int] | None = None
+    coding = 0
     exif: int | None = None
     xmp = 0
     names = b""
@@ -128,7 +131,7 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
             # PIL: 8 bits, three bytes a component; the last frame counts, here only one.
             if frame is not None or len(body) < 6 or body[0] != 8 or (len(body) - 6) % 3:
                 return None
-            frame, names = unpack_from(">HHB", body, 1), bytes(body[6::3])
+            frame, names, coding = unpack_from(">HHB", body, 1), bytes(body[6::3]), marker
         elif refused_by_pil(marker, body):
             return None
         elif marker == APP0:
@@ -159,6 +162,7 @@ def jpeg_frame(data: bytes | memoryview | None) -> JpegFrame | None:
         components=components,
         complete=bytes(data[-2:]) == JPEG_END,
         orientation=exif or xmp or 1,
+        coding=coding,
         rgb=components == 3
         and not jfif
         and (transform == 0 if transform is not None else names == RGB_NAMES),

@@ -21,10 +21,15 @@ from pipeline.io.reader import IMAGE
 WIDTH = "_winnow_width"
 HEIGHT = "_winnow_height"
 # The EXIF orientation (1-8) of a JPEG the batched decoder takes; 0 for a row that goes
-# to PIL (not a JPEG, CMYK or stored as RGB, cut off, or headers PIL reads otherwise).
+# to PIL (not a JPEG, CMYK or stored as RGB, lossless or arithmetic-coded, cut off, or
+# headers PIL reads otherwise).
 BATCH_JPEG = "_winnow_batch_jpeg"
 # Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
 NVJPEG_COMPONENTS = (1, 3)
+# Huffman-coded baseline, extended and progressive DCT frames: what nvJPEG decodes. Lossless,
+# differential and arithmetic-coded ones go to PIL, not through a failed batch first
+# (`decode_jpegs` retries a batch that fails in halves).
+NVJPEG_CODINGS = (0xC0, 0xC1, 0xC2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +57,8 @@ class Headers:
                 width[row], height[row] = declared_size(view)
                 continue
             width[row], height[row] = frame.width, frame.height
-            if frame.complete and frame.components in NVJPEG_COMPONENTS and not frame.rgb:
+            batch = frame.coding in NVJPEG_CODINGS and frame.components in NVJPEG_COMPONENTS
+            if batch and frame.complete and not frame.rgb:
                 orientation[row] = frame.orientation
         return cls(width=width, height=height, orientation=orientation)
 

@@ -11,7 +11,16 @@ from pipeline.images.headers import BATCH_JPEG, HEIGHT, WIDTH, Headers, header_s
 from pipeline.io.reader import IMAGE
 from pipeline.scoring import scorer as scorer_module
 from pipeline.scoring.local import actor_input, scorer_for
-from tests.builders import DEMO_CHECKPOINT, bomb_png, encode, jpeg, photo, row, with_exif
+from tests.builders import (
+    DEMO_CHECKPOINT,
+    bomb_png,
+    encode,
+    jpeg,
+    photo,
+    row,
+    with_exif,
+    with_frame_marker,
+)
 
 # Each image, the size its header declares and its BATCH_JPEG value.
 CASES = {
@@ -20,6 +29,8 @@ CASES = {
     "grey": (encode(photo(3, (30, 50)).convert("L"), "JPEG"), (30, 50), 1),
     "cmyk": (encode(photo(4, (40, 30)).convert("CMYK"), "JPEG"), (40, 30), 0),
     "rgb": (encode(photo(4, (40, 30)), "JPEG", keep_rgb=True), (40, 30), 0),
+    "arithmetic": (with_frame_marker(jpeg(4, (40, 30)), 0xC9), (40, 30), 0),
+    "progressive": (encode(photo(4, (40, 30)), "JPEG", progressive=True), (40, 30), 1),
     "cut off": (jpeg(5, (300, 200))[:-100], (300, 200), 0),
     "cut in its headers": (jpeg(5, (300, 200))[:300], (0, 0), 0),
     "png": (encode(photo(6, (70, 10)), "PNG"), (70, 10), 0),
