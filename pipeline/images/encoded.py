@@ -45,12 +45,12 @@ class JpegFrame:
     # The EXIF Orientation tag (1: as stored). nvJPEG ignores it; PIL applies it.
     orientation: int
     # The start-of-frame marker: its coding (0xC0 baseline, 0xC2 progressive, ...).
-    coding: int = 0xC0
+    coding: int
     # Three components stored as RGB, not YCbCr, as libjpeg (PIL's decoder) reads them: no
     # JFIF segment, and an Adobe segment's transform 0, or without one, components named
     # R, G and B. PIL's colours are the reference; a decoder that took them as YCbCr
     # would shift every pixel's colour.
-    rgb: bool = False
+    rgb: bool
 
 
 def exif_orientation(tiff: bytes | memoryview) -> int | None:
