@@ -99,3 +99,62 @@ def test_a_ray_data_logging_config_of_the_users_own_is_left_alone(ray_data_conso
     with root_level(logging.INFO):
         ray_data_console_to_warnings()
     assert ray_data_console.level == logging.INFO
+
+
+class _Slow:
+    """A map actor slow enough for Ray Data's detectors to look at it many times."""
+
+    def __call__(self, batch: dict) -> dict:
+        import time
+
+        time.sleep(0.2)
+        return batch
+
+
+class _Kept(logging.Handler):
+    """The messages logged to the logger it is added to (Ray Data's loggers do not
+    propagate to the root logger that caplog listens on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_a_ray_data_issue_warning_shows_once_a_run_not_every_detection(monkeypatch):
+    """Ray Data repeats an issue's warning each time its detector runs (every 30 s): an
+    actor over Ray Data's memory share per reserved CPU, as a ViT-B-32 CPU actor is,
+    warned every 30 s of a run. Here the detector runs on every executor step, and the
+    share is tiny (a thousandth of a CPU reserved), so every step finds the issue."""
+    import ray.data
+    from ray.data import DataContext
+
+    from pipeline.cluster import RAY_DATA_ISSUES, ray_session
+    from pipeline.config import RayConfig
+
+    detectors = DataContext.get_current().issue_detectors_config
+    monkeypatch.setattr(detectors.high_memory_detector_config, "detection_time_interval_s", 0)
+    issues = logging.getLogger(RAY_DATA_ISSUES)
+
+    def run() -> list[str]:
+        kept = _Kept()
+        issues.addHandler(kept)
+        try:
+            blocks = ray.data.range(40, override_num_blocks=20)
+            mapped = blocks.map_batches(_Slow, concurrency=1, num_cpus=0.001, batch_size=None)
+            assert mapped.count() == 40
+        finally:
+            issues.removeHandler(kept)
+        return kept.messages
+
+    with ray_session(RayConfig()):
+        once = run()
+    memory = [m for m in once if "of memory per worker" in m]
+    assert len(memory) == 1 and "MapBatches(_Slow)" in memory[0]
+    assert sum(m.startswith("Found ") for m in once) == 1
+    # Outside a run, Ray Data's own way: the same warning at every detection.
+    assert sum("of memory per worker" in m for m in run()) > 5
