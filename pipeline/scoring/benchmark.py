@@ -294,9 +294,10 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         else None
     )
     job, used = _step("end to end, the real job", lambda: end_to_end(data, spec), heartbeat=False)
-    # A shared CPU's speed drifts by several percent over minutes (ViT-B-32's towers here:
-    # 7.1, then 7.8, then 6.6 pairs/s within nine minutes), as much as the ratio's margin:
-    # timed again after the job, the ceiling is the mean of the two around it.
+    # A shared CPU's speed drifts by several percent over minutes (ViT-B-32's towers in
+    # each of two one-thread processes here: 7.1, then 7.8, then 6.6 pairs/s within nine
+    # minutes), as much as the ratio's margin: timed again after the job, the ceiling is
+    # the mean of the two around it.
     after = _step("model only, again after the job", ceiling) if device == "cpu" else None
     if after is not None:
         rates["model_only_pairs_per_s"] = (before + after) / 2
