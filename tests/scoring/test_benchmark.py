@@ -54,6 +54,8 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
     before, after = result["model_only_before_after"]
     assert before > 0 and after > 0
     assert rates["model_only_pairs_per_s"] == pytest.approx((before + after) / 2, abs=0.1)
+    drift = result["model_only_drift"]
+    assert drift == pytest.approx(after / before - 1, abs=0.01)
     assert "bench: model only, again after the job: " in caplog.text
     assert 0 <= result["startup_seconds"] <= result["first_blocks_seconds"]
     assert all(rate > 0 for rate in rates.values())
@@ -77,7 +79,8 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
     for line in (
         "model only (job's layout)",
         "8 calls of 8-16 rows",
-        f"model only (job's layout) {before:,.1f} /s before the job and {after:,.1f} after it",
+        f"model only (job's layout) {before:,.1f} /s before the job and {after:,.1f} after it "
+        f"({drift:+.1%}): the ceiling above is their mean",
         *(["model only (one process)"] if several else []),
         "decode + preprocess, CPU",
         "decode + preprocess, tensor, cpu",
