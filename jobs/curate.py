@@ -6,7 +6,7 @@ cluster behaves exactly like a local run.
 
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    entry(["run", *sys.argv[1:]])

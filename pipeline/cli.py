@@ -12,7 +12,7 @@ from pipeline.interrupt import interrupts_kept
 
 EXIT_CONFIG = 2
 EXIT_FAILED_SHARDS = 1
-EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
+EXIT_INTERRUPTED = 130  # main's return; the command itself then ends by SIGINT (see entry)
 
 
 class QuietLibraries(logging.Filter):
@@ -263,5 +263,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _interrupt_printed(*_: object) -> None:
+    """The excepthook for entry's own KeyboardInterrupt: main printed its one line."""
+
+
+def entry(argv: list[str] | None = None) -> None:
+    """The `winnow` command and the jobs: main's exit status, or, interrupted, the end
+    Python gives any program stopped by Ctrl-C. It ends by SIGINT after its clean-up, so
+    a shell shows status 130 and a script or loop that ran it stops as well (an exit
+    status of 130 would let the loop go on). That end also comes whichever way Python
+    was started: a Ctrl-C swallowed inside a compiled module leaves CPython set to end
+    `python -m` by SIGINT anyway."""
+    code = main(argv)
+    if code != EXIT_INTERRUPTED:
+        sys.exit(code)
+    sys.excepthook = _interrupt_printed
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -191,25 +191,45 @@ def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():
     assert quiet.filter(record(ours, logging.INFO))
 
 
-def test_ctrl_c_stops_a_run_with_one_line_and_leaves_no_lock(tmp_path, tiny_checkpoint):
+INTERRUPTED = "winnow: interrupted; shards committed so far are kept, and a rerun does the rest"
+
+
+def interrupt_once_locked(command: list[str], cwd: Path) -> tuple[int, str]:
+    """Start `command` in its own session, Ctrl-C its process group once the run holds its
+    lock, as a terminal does; the return code and stderr."""
     import signal
     import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    job = subprocess.Popen(
+        command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not (cwd / "out" / "_lock.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    return job.returncode, stderr
+
+
+@pytest.mark.parametrize("launch", ["python -m", "a shell loop over the winnow command"])
+def test_ctrl_c_stops_a_run_with_one_line_and_leaves_no_lock(tmp_path, tiny_checkpoint, launch):
+    """Interrupted, winnow ends by SIGINT (a shell shows 130), however it was started, so a
+    script that runs it stops too instead of going on to its next command."""
+    import signal
 
     write_dataset(tmp_path / "in", shards=2, rows=4)
     config = write_config(
         tmp_path / "c.yaml", config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "pipeline.cli", "run", str(config)]
-    job = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "out" / "_lock.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    job.send_signal(signal.SIGINT)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 130, stderr
+    if launch == "python -m":
+        command = [sys.executable, "-m", "pipeline.cli", "run", str(config)]
+    else:
+        winnow_command = Path(sys.executable).parent / "winnow"
+        script = f"for c in {config} {config}; do {winnow_command} run $c; done; echo went on >&2"
+        command = ["bash", "-c", script]
+    returncode, stderr = interrupt_once_locked(command, tmp_path)
+    assert returncode == -signal.SIGINT, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == (
-        "winnow: interrupted; shards committed so far are kept, and a rerun does the rest"
-    )
+    assert stderr.strip().splitlines()[-1] == INTERRUPTED
     assert not (tmp_path / "out" / "_lock.json").exists()
