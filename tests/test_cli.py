@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -197,9 +199,6 @@ INTERRUPTED = "winnow: interrupted; shards committed so far are kept, and a reru
 def interrupt_once_locked(command: list[str], cwd: Path) -> tuple[int, str]:
     """Start `command` in its own session, Ctrl-C its process group once the run holds its
     lock, as a terminal does; the return code and stderr."""
-    import signal
-    import time
-
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     job = subprocess.Popen(
         command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -216,8 +215,6 @@ def interrupt_once_locked(command: list[str], cwd: Path) -> tuple[int, str]:
 def test_ctrl_c_stops_a_run_with_one_line_and_leaves_no_lock(tmp_path, tiny_checkpoint, launch):
     """Interrupted, winnow ends by SIGINT (a shell shows 130), however it was started, so a
     script that runs it stops too instead of going on to its next command."""
-    import signal
-
     write_dataset(tmp_path / "in", shards=2, rows=4)
     config = write_config(
         tmp_path / "c.yaml", config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
