@@ -65,8 +65,10 @@ bench() {  # name model batch seconds [extra args]: its JSON kept as $OUT/bench-
     --pairs "${PAIRS:-65536}" --batch-size "$batch" --in-flight "${IN_FLIGHT:-2}" \
     --output /tmp/bench "$@" 2>>"$OUT/bench.log" \
     || ray stop --force >/dev/null 2>&1  # a run cut short leaves its workers behind
-  cp /tmp/bench/bench.json "$OUT/bench-$name.json" 2>/dev/null \
-    || { echo "bench $name failed:"; tail -40 "$OUT/bench.log"; }
+  cp /tmp/bench/bench.json "$OUT/bench-$name.json" 2>/dev/null && return
+  echo "bench $name failed:"
+  tail -40 "$OUT/bench.log"
+  return 1
 }
 tests() {  # seconds files...
   local seconds=$1
@@ -89,14 +91,22 @@ wait "$generator"
 rm -f /tmp/bench-done
 profile_actor &
 profiler=$!
-bench b32 ViT-B-32 1024 200
+# The tensor path's code since 25b4878 first runs on a GPU here: if its job fails, the
+# later steps run with PIL in the actor (the towers still on the GPU), so they still
+# measure the rest of the job, and the log keeps the failure to fix.
+decode=auto
+bench b32 ViT-B-32 1024 200 || decode=pil
 touch /tmp/bench-done  # a profiler still waiting for an actor stops
 wait "$profiler"
 [ -s "$OUT/actor-stacks.txt" ] && python3 -m jobs.stack_summary "$OUT/actor-stacks.txt" \
   || tail -5 "$OUT/py-spy.log" 2>/dev/null
 # The same preprocess as B/32's: its decode rates and path comparison would repeat them.
-bench l14 ViT-L-14 512 150 --skip-decode
-# Two actors sharing the GPU: two processes for the per-image host work that bounds
-# one actor (H200, 2026-11-28: 4,285 pairs/s streaming, the tensor path's own rate).
-bench b32-2actors ViT-B-32 1024 110 --actors 2 --skip-decode
+bench l14 ViT-L-14 512 150 --skip-decode --decode "$decode"
+if [ "$decode" = auto ]; then
+  # Two actors sharing the GPU: two processes for the per-image host work that bounds
+  # one actor (H200, 2026-11-28: 4,285 pairs/s streaming, the tensor path's own rate).
+  bench b32-2actors ViT-B-32 1024 110 --actors 2 --skip-decode
+else
+  bench b32-pil ViT-B-32 1024 110 --skip-decode --decode pil
+fi
 step done

@@ -11,6 +11,7 @@ itself says where an actor's host time goes.
 from __future__ import annotations
 
 import argparse
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def shares(lines: list[str]) -> tuple[int, Counter[str], Counter[str]]:
 
 
 def main() -> None:
+    # Piped into `head`, end quietly when it has read enough, as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stacks", type=Path, help="py-spy record --format raw output")
     parser.add_argument("--top", type=int, default=25, help="frames listed per table")

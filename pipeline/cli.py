@@ -147,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         "depend only on the preprocess (the end-to-end job still decodes)",
     )
     bench.add_argument(
+        "--decode",
+        choices=["auto", "tensor", "pil"],
+        default="auto",
+        help="the job's decode path (images.decode; auto: nvJPEG and tensor preprocess on a "
+        "GPU, PIL on the CPU)",
+    )
+    bench.add_argument(
         "--output",
         default="bench",
         help="folder for the data (reused by a rerun) and bench.json (default: %(default)s)",
@@ -210,6 +217,7 @@ def _bench(args: argparse.Namespace) -> int:
         in_flight=args.in_flight,
         actors=args.actors,
         decodes=not args.skip_decode,
+        decode=args.decode,
     )
     workdir = Path(args.output)
     result = benchmark(spec, workdir=workdir)

@@ -35,3 +35,17 @@ def test_the_command_prints_both_tables(tmp_path):
     )
     assert "100 samples; share of them with the frame on the stack:" in run.stdout
     assert " 50.0%  decode_jpegs (tensor.py:150)" in run.stdout
+
+
+def test_piped_into_head_it_ends_quietly(tmp_path):
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text("\n".join(f"thread (1);frame_{i} (x.py:{i}) 1" for i in range(5000)))
+    run = subprocess.run(
+        f"{sys.executable} -m jobs.stack_summary {stacks} --top 5000 | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout == "5,000 samples; share of them with the frame on the stack:\n"
+    assert run.stderr == ""

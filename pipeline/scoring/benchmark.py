@@ -62,6 +62,9 @@ class BenchSpec:
     # The decode-only rates and the tensor vs PIL comparison depend on the preprocess
     # alone: a second model with the same one (ViT-L-14 after ViT-B-32) can skip them.
     decodes: bool = True
+    # The job's decode path (`images.decode`): `pil` measures a GPU job that decodes with
+    # PIL in the actor, the towers on the GPU, against the same ceiling.
+    decode: str = "auto"
     # What the generated shards depend on: every layout compared on them shares it.
     data: WebPairsSpec = field(default_factory=WebPairsSpec)
 
@@ -180,7 +183,7 @@ def _config(folder: Path, output: str, spec: BenchSpec, **images: Any) -> Winnow
             "input": {"path": str(folder)},
             "output": {"path": output, "report": False},
             "models": [_model(spec).model_dump()],
-            "images": images,
+            "images": {"decode": spec.decode, **images},
             "ray": _ray(spec).model_dump(),
         }
     )
@@ -382,7 +385,8 @@ def table(result: dict[str, Any]) -> str:
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
             f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
             f"job: {result['actors']}, {result['batches_in_flight_per_actor']} batch(es) "
-            f"in flight per actor; model only: {result['model_only_layout']}, "
+            f"in flight per actor, decode {spec['decode']}; "
+            f"model only: {result['model_only_layout']}, "
             f"{calls['calls']} calls of {call_rows} rows",
             f"data: {data['pairs']} pairs ({data['distinct_images']} distinct images), "
             f"JPEG median {data['jpeg_kb_median']} KB "

@@ -106,6 +106,13 @@ def test_chosen_actor_count_sets_both_the_job_and_the_model_only_layout(tmp_path
     assert _config(tmp_path, str(tmp_path / "out"), spec).ray.num_actors == 1
 
 
+def test_chosen_decode_path_is_the_jobs_and_the_comparison_keeps_both(tmp_path):
+    spec = BenchSpec(model=TINY, device="cpu", decode="pil")
+    assert _config(tmp_path, "out", spec).images.decode == "pil"
+    assert _config(tmp_path, "out", spec, decode="tensor").images.decode == "tensor"
+    assert _config(tmp_path, "out", BenchSpec(model=TINY)).images.decode == "auto"
+
+
 def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
     spec = BenchSpec(
         model=TINY,
@@ -113,6 +120,7 @@ def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
         batch_size=16,
         actors=1,
         decodes=False,
+        decode="tensor",
         data=WebPairsSpec(pairs=48),
     )
     result = benchmark(spec, workdir=tmp_path)
@@ -124,6 +132,7 @@ def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
     text = table(result)
     assert "decode + preprocess" not in text
     assert "tensor vs PIL comparison skipped (--skip-decode)" in text
+    assert "in flight per actor, decode tensor; model only: " in text
 
 
 def test_a_cpu_model_only_rate_is_timed_on_the_calls_the_job_makes(tmp_path, tiny_checkpoint):
