@@ -204,7 +204,8 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.scoring.benchmark import BenchSpec, benchmark, table, write_json
+    from pipeline.scoring.bench_table import table, write_json
+    from pipeline.scoring.benchmark import BenchSpec, benchmark
     from pipeline.synth.web_pairs import WebPairsSpec
 
     spec = BenchSpec(

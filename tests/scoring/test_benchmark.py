@@ -7,16 +7,10 @@ import logging
 
 import pytest
 
+from pipeline.cli import main
 from pipeline.io.shards import discover, span_rows
-from pipeline.scoring.benchmark import (
-    BenchSpec,
-    _config,
-    benchmark,
-    job_calls,
-    layout,
-    table,
-    write_json,
-)
+from pipeline.scoring.bench_table import table, write_json
+from pipeline.scoring.benchmark import BenchSpec, _config, benchmark, job_calls, layout
 from pipeline.scoring.dataset import build_dataset, scored_blocks
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 from tests.builders import TINY
@@ -113,26 +107,23 @@ def test_chosen_decode_path_is_the_jobs_and_the_comparison_keeps_both(tmp_path):
     assert _config(tmp_path, "out", BenchSpec(model=TINY)).images.decode == "auto"
 
 
-def test_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path):
-    spec = BenchSpec(
-        model=TINY,
-        device="cpu",
-        batch_size=16,
-        actors=1,
-        decodes=False,
-        decode="tensor",
-        data=WebPairsSpec(pairs=48),
-    )
-    result = benchmark(spec, workdir=tmp_path)
+def test_winnow_bench_skipping_decode_measures_still_runs_the_towers_and_the_job(tmp_path, capsys):
+    args = ["--model", TINY, "--device", "cpu", "--batch-size", "16", "--actors", "1"]
+    args += ["--pairs", "48", "--skip-decode", "--decode", "tensor"]
+    assert main(["bench", *args, "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["spec"]["decode"] == "tensor" and not result["spec"]["decodes"]
     rates = result["rates"]
     assert rates["decode_cpu_images_per_s"] is rates["decode_tensor_images_per_s"] is None
     assert result["tensor_path_us_per_image"] is result["tensor_vs_pil_score_difference"] is None
     assert result["tensor_path_host_us_per_image"] is None
     assert rates["model_only_pairs_per_s"] > 0 and rates["end_to_end_pairs_per_s"] > 0
-    text = table(result)
-    assert "decode + preprocess" not in text
-    assert "tensor vs PIL comparison skipped (--skip-decode)" in text
-    assert "in flight per actor, decode tensor; model only: " in text
+    assert table(result) in printed
+    assert f"winnow: bench table as JSON -> {tmp_path / 'bench.json'}" in printed
+    assert "decode + preprocess" not in printed
+    assert "tensor vs PIL comparison skipped (--skip-decode)" in printed
+    assert "in flight per actor, decode tensor; model only: " in printed
 
 
 def test_a_cpu_model_only_rate_is_timed_on_the_calls_the_job_makes(tmp_path, tiny_checkpoint):
