@@ -6,8 +6,11 @@ import argparse
 import logging
 import os
 import sys
+from typing import get_args
 
-from pipeline.config import ConfigError, load_config
+from pydantic import BaseModel
+
+from pipeline.config import ConfigError, ImagesConfig, ModelConfig, load_config
 from pipeline.interrupt import interrupts_kept
 
 EXIT_CONFIG = 2
@@ -47,6 +50,11 @@ def _common() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
+
+
+def _choices(config: type[BaseModel], field: str) -> list[str]:
+    """A config field's allowed values: a flag for it offers exactly what the config takes."""
+    return list(get_args(config.model_fields[field].annotation))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--precision",
-        choices=["auto", "fp32", "fp16", "bf16"],
+        choices=_choices(ModelConfig, "precision"),
         default="auto",
         help="auto: bf16 on a GPU, fp32 on the CPU",
     )
@@ -148,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--decode",
-        choices=["auto", "tensor", "pil"],
+        choices=_choices(ImagesConfig, "decode"),
         default="auto",
         help="the job's decode path (images.decode; auto: nvJPEG and tensor preprocess on a "
         "GPU, PIL on the CPU)",
