@@ -176,13 +176,17 @@ class DownloadConfig(_Section):
     retries: int = Field(default=0, ge=0)
 
 
+# How a model actor decodes and preprocesses images (`images.decode`).
+DecodePath = Literal["auto", "pil", "tensor"]
+
+
 class ImagesConfig(_Section):
     max_pixels: int = Field(
         default=89_478_485,
         gt=0,
         description="Images whose header declares more pixels are refused before decoding.",
     )
-    decode: Literal["auto", "pil", "tensor"] = Field(
+    decode: DecodePath = Field(
         default="auto",
         description="auto: nvJPEG + tensor preprocessing on GPU actors, PIL on CPU actors.",
     )

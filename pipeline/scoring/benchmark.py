@@ -26,7 +26,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import ConfigError, ModelConfig, RayConfig, WinnowConfig, parse_config
+from pipeline.config import (
+    ConfigError,
+    DecodePath,
+    ModelConfig,
+    RayConfig,
+    WinnowConfig,
+    parse_config,
+)
 from pipeline.heartbeat import logged_every, so_far
 from pipeline.io.shards import discover, span_rows
 from pipeline.models.loader import (
@@ -63,7 +70,7 @@ class BenchSpec:
     decodes: bool = True
     # The job's decode path (`images.decode`): `pil` measures a GPU job that decodes with
     # PIL in the actor, the towers on the GPU, against the same ceiling.
-    decode: str = "auto"
+    decode: DecodePath = "auto"
     # What the generated shards depend on: every layout compared on them shares it.
     data: WebPairsSpec = field(default_factory=WebPairsSpec)
 
