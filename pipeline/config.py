@@ -198,6 +198,15 @@ class ImagesConfig(_Section):
         "a time. Lower it for a small GPU or large photos; an image over it goes alone. "
         "The PIL path preprocesses each image as it decodes it, so holds far less.",
     )
+    decode_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Threads each model actor decodes with PIL on (PIL works without the "
+        "GIL). null: a CPU actor its own threads; a GPU actor the cores its readers leave, "
+        "shared among the actors, at least 4 (the rows nvJPEG does not take, and every row "
+        "with decode: pil).",
+    )
 
 
 class RayConfig(_Section):

@@ -60,7 +60,8 @@ def table(result: dict[str, Any]) -> str:
             f"model {spec['model']} ({spec['pretrained'] or 'random weights'}), "
             f"{result['precision']}, batch {spec['batch_size']}, on {result['device']}; "
             f"job: {result['actors']}, {result['batches_in_flight_per_actor']} batch(es) "
-            f"in flight per actor, decode {spec['decode']}; "
+            f"in flight per actor, decode {spec['decode']} (PIL on "
+            f"{result['decode_threads']} thread(s)); "
             f"model only: {result['model_only_layout']}, "
             f"{calls['calls']} calls of {call_rows} rows",
             f"data: {data['pairs']} pairs ({data['distinct_images']} distinct images), "

@@ -329,6 +329,7 @@ def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
         "model_only_drift": None if after is None else round(after / before - 1, 4),
         "model_only_calls": {"calls": len(calls), "rows": [min(calls), max(calls)]},
         "batches_in_flight_per_actor": plan.calls_per_actor,
+        "decode_threads": plan.decode_threads,
         "data": generated,
         "rates": {k: None if v is None else round(v, 1) for k, v in rates.items()},
         "ratios_to_model_only": ratios,

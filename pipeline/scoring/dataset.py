@@ -19,7 +19,7 @@ from pipeline.config import RayConfig, WinnowConfig
 from pipeline.images.headers import header_stage
 from pipeline.io.reader import read_stage
 from pipeline.scoring.captions import tokenize_stage
-from pipeline.scoring.scorer import ClipScorer
+from pipeline.scoring.scorer import GPU_PIL_THREADS, ClipScorer
 
 log = logging.getLogger(__name__)
 READ_CPUS = 0.5
@@ -45,6 +45,8 @@ class ActorPlan:
     calls_per_actor: int
     # Concurrent read + tokenize tasks, each its own process (see READERS_PER_GPU).
     read_tasks: int
+    # Threads each actor decodes with PIL on, unless `images.decode_threads` says.
+    decode_threads: int
 
     def describe(self) -> str:
         if self.device == "cuda":
@@ -62,6 +64,7 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
         actors = settings.num_actors or gpus
         cpus_each = _cpus_each(cpus, actors)
         free = max(1, int((cpus - actors * cpus_each) / READ_CPUS))
+        read_tasks = min(free, READERS_PER_GPU * gpus)
         return ActorPlan(
             device="cuda",
             actors=actors,
@@ -69,21 +72,24 @@ def plan_actors(settings: RayConfig, resources: dict[str, float]) -> ActorPlan:
             cpus_per_actor=cpus_each,
             threads=None,
             calls_per_actor=settings.batches_in_flight,
-            read_tasks=min(free, READERS_PER_GPU * gpus),
+            read_tasks=read_tasks,
+            decode_threads=max(GPU_PIL_THREADS, int((cpus - read_tasks * READ_CPUS) / actors)),
         )
     # A CPU model is a thousand times slower than reading and tokenizing: one reader
     # keeps every actor fed and leaves the cores to the towers. Up to four cores, one
     # single-threaded actor per core: two such processes ran ViT-B-32's towers 10-25%
     # faster than one process on two threads, whose threads wait on each other.
     actors = settings.num_actors or min(cpus, max(4, cpus // 4))
+    threads = max(1, cpus // actors)
     return ActorPlan(
         device="cpu",
         actors=actors,
         gpus_per_actor=0,
         cpus_per_actor=_cpus_each(cpus, actors),
-        threads=max(1, cpus // actors),
+        threads=threads,
         calls_per_actor=1,
         read_tasks=1,
+        decode_threads=threads,
     )
 
 
@@ -157,5 +163,6 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
             "embedding_dtype": config.output.embedding_dtype,
             "device": plan.device,
             "threads": plan.threads,
+            "decode_threads": plan.decode_threads,
         },
     )

@@ -31,9 +31,10 @@ from pipeline.status import RowStatus
 
 STATUS = "_winnow_status"
 ERROR = "_winnow_error"
-# Threads a GPU actor decodes its PIL rows on (not JPEG, CMYK, cut off; every row with
-# `images.decode: pil`): PIL works without the GIL, and one thread would do them one by
-# one while the GPU waits. Ray gives the actor one CPU, whose torch threads say 1.
+# The fewest threads a GPU actor decodes its PIL rows on (not JPEG, CMYK, cut off; every
+# row with `images.decode: pil`): PIL works without the GIL, and one thread would do them
+# one by one while the GPU waits. Ray gives the actor one CPU, whose torch threads say 1;
+# a job's plan gives it the cores its readers leave (`images.decode_threads`).
 GPU_PIL_THREADS = 4
 
 
@@ -183,7 +184,8 @@ class ClipScorer:
     next batch gets ready while this one is in the model; the towers run one
     batch at a time, which keeps device memory bounded by the batch size. A
     CPU actor gets one batch at a time (see `plan_actors`) and decodes its
-    images on all of its threads; a GPU actor its PIL rows on `GPU_PIL_THREADS`.
+    images on all of its threads; a GPU actor its PIL rows on `decode_threads`
+    (`images.decode_threads` first, at least `GPU_PIL_THREADS` if neither says).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class ClipScorer:
         embedding_dtype: str,
         device: str,
         threads: int | None = None,
+        decode_threads: int | None = None,
     ) -> None:
         import torch
 
@@ -226,9 +229,10 @@ class ClipScorer:
         self.preparing = PrepareStream(device)
         self.model_lock = threading.Lock()
         self.mapper: Mapper = map
-        workers = GPU_PIL_THREADS if on_gpu else threads or torch.get_num_threads()
-        if workers > 1:
-            self.mapper = ThreadPoolExecutor(workers, thread_name_prefix="decode").map
+        own = GPU_PIL_THREADS if on_gpu else threads or torch.get_num_threads()
+        self.decode_threads = self.images.decode_threads or decode_threads or own
+        if self.decode_threads > 1:
+            self.mapper = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode").map
 
     def _preprocessed(self, image: Any) -> tuple[Any, ...]:
         """A PIL image through each of `preprocesses`, in their order; a thin one resized

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -123,7 +124,10 @@ def test_winnow_bench_skipping_decode_measures_still_runs_the_towers_and_the_job
     assert f"winnow: bench table as JSON -> {tmp_path / 'bench.json'}" in printed
     assert "decode + preprocess" not in printed
     assert "tensor vs PIL comparison skipped (--skip-decode)" in printed
-    assert "in flight per actor, decode tensor; model only: " in printed
+    # One CPU actor on every core decodes on all of them.
+    assert result["decode_threads"] == len(os.sched_getaffinity(0))
+    threads = f"PIL on {result['decode_threads']} thread(s)"
+    assert f"in flight per actor, decode tensor ({threads}); model only: " in printed
 
 
 def test_a_cpu_model_only_rate_is_timed_on_the_calls_the_job_makes(tmp_path, tiny_checkpoint):

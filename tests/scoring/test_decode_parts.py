@@ -6,6 +6,8 @@ A batch decoded at once holds every image at full size until it is preprocessed
 
 from __future__ import annotations
 
+from threading import current_thread
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -38,7 +40,7 @@ def test_parts_cover_every_row_once_in_order_within_the_budget(pixels, budget, p
     assert pixel_parts(pixels, budget) == parts
 
 
-def _config(checkpoint, *, decode: str, budget: int, models: int = 1):
+def _config(checkpoint, *, decode: str, budget: int, models: int = 1, **images):
     return parse_config(
         {
             "input": {"path": "unused"},
@@ -47,7 +49,7 @@ def _config(checkpoint, *, decode: str, budget: int, models: int = 1):
                 {"alias": f"m{i}", "name": TINY, "pretrained": str(checkpoint), "batch_size": 4}
                 for i in range(models)
             ],
-            "images": {"decode": decode, "max_decoded_pixels": budget},
+            "images": {"decode": decode, "max_decoded_pixels": budget, **images},
         }
     )
 
@@ -92,6 +94,29 @@ def test_a_batch_decoded_in_parts_scores_as_when_decoded_at_once(tiny_checkpoint
             np.asarray([v for v in whole[column].to_pylist() if v is not None], np.float64),
             atol=1e-6 if device == "cpu" else 1e-3,
         )
+
+
+def test_pil_rows_decoded_on_the_threads_configured_score_as_on_one(tiny_checkpoint):
+    """`images.decode_threads` sizes the actor's PIL decode pool; rows keep their order."""
+    table, out, used = mixed_rows(), {}, {}
+    for threads in (1, 3):
+        config = _config(tiny_checkpoint, decode="pil", budget=WHOLE, decode_threads=threads)
+        scorer = scorer_for(config)
+        assert scorer.decode_threads == threads
+        used[threads], preprocess = set(), scorer._preprocessed
+
+        def traced(image, names=used[threads], preprocess=preprocess):
+            names.add(current_thread().name)
+            return preprocess(image)
+
+        scorer._preprocessed = traced
+        out[threads] = score_table(table, config, scorer)
+    assert used[1] == {"MainThread"}
+    assert used[3] and all(name.startswith("decode") for name in used[3]), used[3]
+    assert out[3]["_winnow_status"].to_pylist() == out[1]["_winnow_status"].to_pylist()
+    assert out[3]["_winnow_status"].to_pylist().count("ok") == 6
+    for column in ("m0_score", "m0_image_embedding"):
+        assert out[3][column].to_pylist() == out[1][column].to_pylist(), column
 
 
 def test_models_with_one_preprocess_share_their_pixels_across_parts(tiny_checkpoint):

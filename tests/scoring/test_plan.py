@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import RayConfig
 from pipeline.scoring.dataset import READ_CPUS, READERS_PER_GPU, ActorPlan, plan_actors
+from pipeline.scoring.scorer import GPU_PIL_THREADS
 
 
 def _reserved(plan: ActorPlan) -> float:
@@ -28,6 +29,17 @@ def test_gpu_readers_are_capped_by_the_gpu_and_fit_beside_the_actor(cpus, reader
     assert _reserved(plan) <= max(cpus, plan.cpus_per_actor + READ_CPUS)
 
 
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "actors", "threads"),
+    [(16, 1, 1, 12), (16, 1, 2, 6), (16, 2, 2, 4), (4, 1, 1, GPU_PIL_THREADS), (64, 1, 1, 60)],
+)
+def test_gpu_actors_decode_pil_rows_on_the_cores_their_readers_leave(cpus, gpus, actors, threads):
+    """Rows nvJPEG does not take (every row with `images.decode: pil`) are decoded with PIL
+    in the actor: on a few threads, one core's rate would bound the GPU."""
+    plan = plan_actors(RayConfig(num_actors=actors), {"CPU": float(cpus), "GPU": float(gpus)})
+    assert plan.decode_threads == threads
+
+
 @pytest.mark.parametrize(("gpus", "actors", "share"), [(1, 2, 0.5), (2, 3, 0.5), (2, 1, 1.0)])
 def test_more_gpu_actors_than_gpus_share_them(gpus, actors, share):
     """Each actor asks for a slice that fits: a whole GPU each would leave some never placed."""
@@ -47,6 +59,7 @@ def test_cpu_actors_share_the_cores_with_one_reader(cpus, actors, threads):
     """Single-threaded actors up to four cores; one batch at a time; the reader always fits."""
     plan = plan_actors(RayConfig(batches_in_flight=2), {"CPU": float(cpus)})
     assert (plan.device, plan.actors, plan.threads, plan.read_tasks) == ("cpu", actors, threads, 1)
+    assert plan.decode_threads == threads  # decoding and towers share the actor's cores
     assert plan.calls_per_actor == 1
     assert _reserved(plan) <= cpus
 
