@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -91,9 +92,10 @@ def check_rows(
     `jpeg_device`, the JPEGs the batched decoder takes are decoded there in one
     batch, straight from the column's memory; anything else, and any JPEG that
     decoder refuses, goes through PIL, which sets its status. PIL decodes go
-    through `mapper` (a thread pool's map runs them in parallel). `finish` is
-    applied to each PIL image in the same call as its decode, and its result kept
-    instead: a preprocess there lets each decoded image go at once.
+    through `mapper` (a thread pool's map runs them in parallel, and beside the
+    batched decode). `finish` is applied to each PIL image in the same call as its
+    decode, and its result kept instead: a preprocess there lets each decoded
+    image go at once.
     """
     data = ImageBytes(table[IMAGE])
     headers = Headers.of(table)
@@ -108,17 +110,6 @@ def check_rows(
         failed[row] = over_limit(width, height, max_pixels=images.max_pixels)  # type: ignore[assignment]
     left = upstream_ok & ~too_large
     batched = left & (headers.orientation > 0) & bool(jpeg_device)
-    with_pil = np.flatnonzero(left & ~batched).tolist()
-    decoded: dict[int, Any] = {}
-    jpegs = np.flatnonzero(batched).tolist()
-    if jpegs:
-        tensors = decode_jpegs([data.tensor(row) for row in jpegs], jpeg_device)  # type: ignore[arg-type]
-        orientation = headers.orientation[jpegs].tolist()
-        for row, tensor, turn in zip(jpegs, tensors, orientation, strict=True):
-            if tensor is None:
-                with_pil.append(row)
-            else:
-                decoded[row] = orient(tensor, turn)
 
     def decode(row: int) -> Decoded:
         result = decode_image(data.bytes(row), max_pixels=images.max_pixels)
@@ -126,7 +117,21 @@ def check_rows(
             return result
         return Decoded(finish(result.image), result.status)
 
-    for row, result in zip(with_pil, mapper(decode, with_pil), strict=True):
+    # A pool's map starts on the PIL rows now, so they decode beside the batched decode.
+    with_pil = np.flatnonzero(left & ~batched).tolist()
+    results = zip(with_pil, mapper(decode, with_pil), strict=True)
+    decoded: dict[int, Any] = {}
+    jpegs = np.flatnonzero(batched).tolist()
+    refused = []
+    if jpegs:
+        tensors = decode_jpegs([data.tensor(row) for row in jpegs], jpeg_device)  # type: ignore[arg-type]
+        orientation = headers.orientation[jpegs].tolist()
+        for row, tensor, turn in zip(jpegs, tensors, orientation, strict=True):
+            if tensor is None:
+                refused.append(row)
+            else:
+                decoded[row] = orient(tensor, turn)
+    for row, result in chain(results, zip(refused, mapper(decode, refused), strict=True)):
         if result.image is None:
             failed[row] = result
         else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -180,3 +183,33 @@ def test_batched_decode_turns_images_by_their_orientation_as_pil_does(device):
         ours = tensor.permute(1, 2, 0).cpu().numpy()
         assert ours.shape == reference.shape
         assert np.abs(ours.astype(int) - reference).mean() < 3
+
+
+def test_pil_rows_decode_beside_the_batched_decode_and_take_what_it_refuses(monkeypatch):
+    """Rows the batched decoder does not take (a PNG) are on the pool before it starts, so
+    its decode overlaps theirs; a JPEG it refuses goes to PIL after it."""
+    import pipeline.scoring.scorer as scorer
+
+    pil_started, waited = threading.Event(), []
+    real_pil, real_batched = scorer.decode_image, scorer.decode_jpegs
+
+    def pil(data, **options):
+        pil_started.set()
+        return real_pil(data, **options)
+
+    def batched(encoded, device):
+        waited.append(pil_started.wait(timeout=5))
+        decoded = real_batched(encoded, device)
+        return [None, *decoded[1:]]  # refuses the first
+
+    monkeypatch.setattr(scorer, "decode_image", pil)
+    monkeypatch.setattr(scorer, "decode_jpegs", batched)
+    images = [jpeg(1, (48, 32)), encode(photo(2, (48, 32)), "PNG"), jpeg(3, (48, 32))]
+    with ThreadPoolExecutor(2) as pool:
+        checks = check_rows(
+            actor_rows(images), ImagesConfig(decode="tensor"), jpeg_device="cpu", mapper=pool.map
+        )
+    assert waited == [True]
+    assert checks.status == ["ok"] * 3
+    assert checks.image_rows.tolist() == [0, 1, 2]
+    assert [isinstance(image, torch.Tensor) for image in checks.images] == [False, False, True]
