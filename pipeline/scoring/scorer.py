@@ -122,7 +122,7 @@ def check_rows(
     results = zip(with_pil, mapper(decode, with_pil), strict=True)
     decoded: dict[int, Any] = {}
     jpegs = np.flatnonzero(batched).tolist()
-    refused = []
+    refused: list[int] = []
     if jpegs:
         tensors = decode_jpegs([data.tensor(row) for row in jpegs], jpeg_device)  # type: ignore[arg-type]
         orientation = headers.orientation[jpegs].tolist()
