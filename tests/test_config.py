@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from pipeline.config import ConfigError, load_config, parse_config
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, WinnowConfig, load_config, parse_config
+
+EXAMPLE = Path(__file__).parents[1] / "configs" / "example.yaml"
 
 
 def base() -> dict:
@@ -127,3 +132,19 @@ def test_load_config_reports_bad_yaml_and_missing_files(tmp_path):
     broken.write_text("input: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_the_example_config_lists_every_key_at_its_default():
+    """The README sends users to configs/example.yaml for every key and its default."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    config = parse_config(raw)
+    assert set(raw) == set(WinnowConfig.model_fields)
+    assert raw["download"] is None and raw["filters"] == []
+    sections = [(name, raw[name], getattr(config, name)) for name in ("input", "output", "images")]
+    sections += [("ray", raw["ray"], config.ray), ("models.0", raw["models"][0], config.models[0])]
+    for name, written, parsed in sections:
+        for key, field in type(parsed).model_fields.items():
+            assert key in written, f"{name}.{key} is missing from {EXAMPLE.name}"
+            if not field.is_required() and (name, key) != ("models.0", "pretrained"):
+                default = field.get_default(call_default_factory=True)
+                assert getattr(parsed, key) == default, f"{name}.{key} is not its default"
