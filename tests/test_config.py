@@ -7,7 +7,8 @@ import yaml
 
 from pipeline.config import ConfigError, WinnowConfig, load_config, parse_config
 
-EXAMPLE = Path(__file__).parents[1] / "configs" / "example.yaml"
+ROOT = Path(__file__).parents[1]
+EXAMPLE = ROOT / "configs" / "example.yaml"
 
 
 def base() -> dict:
@@ -148,3 +149,17 @@ def test_the_example_config_lists_every_key_at_its_default():
             if not field.is_required() and (name, key) != ("models.0", "pretrained"):
                 default = field.get_default(call_default_factory=True)
                 assert getattr(parsed, key) == default, f"{name}.{key} is not its default"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_names_weights_open_clip_knows(path):
+    """The configs users start from: a wrong key or an unknown tag would end their first run."""
+    from pipeline.models.architectures import architecture
+    from pipeline.models.loader import open_clip
+
+    config = load_config(path)
+    for model in config.models:
+        assert architecture(model.name) is not None, f"{path.name}: {model.name}"
+        if model.pretrained and not (ROOT / model.pretrained).is_file():
+            tags = open_clip().list_pretrained_tags_by_model(model.name)
+            assert model.pretrained in tags, f"{path.name}: {model.pretrained} not in {tags}"
