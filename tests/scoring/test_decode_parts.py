@@ -119,6 +119,31 @@ def test_pil_rows_decoded_on_the_threads_configured_score_as_on_one(tiny_checkpo
         assert out[3][column].to_pylist() == out[1][column].to_pylist(), column
 
 
+def test_tensor_path_makes_pil_rows_tensors_on_the_decode_threads(tiny_checkpoint, monkeypatch):
+    """A GPU actor's main thread bounds its job: the rows PIL decodes (a PNG, CMYK, a JPEG
+    the batched decoder refuses) become tensors on their decode thread, not there."""
+    import torchvision.transforms.v2.functional as F
+
+    real, used = F.pil_to_tensor, []
+
+    def traced(image):
+        used.append(current_thread().name)
+        return real(image)
+
+    monkeypatch.setattr(F, "pil_to_tensor", traced)
+    table, out = mixed_rows(), {}
+    for threads in (1, 3):
+        used.clear()
+        config = _config(tiny_checkpoint, decode="tensor", budget=WHOLE, decode_threads=threads)
+        out[threads] = score_table(table, config, scorer_for(config))
+        assert len(used) == 2, used  # the PNG and the CMYK photo
+        expected = "MainThread" if threads == 1 else "decode"
+        assert all(name.startswith(expected) for name in used), used
+    assert out[3]["_winnow_status"].to_pylist() == out[1]["_winnow_status"].to_pylist()
+    for column in ("m0_score", "m0_image_embedding"):
+        assert out[3][column].to_pylist() == out[1][column].to_pylist(), column
+
+
 def test_models_with_one_preprocess_share_their_pixels_across_parts(tiny_checkpoint):
     config = _config(tiny_checkpoint, decode="pil", budget=SMALL, models=2)
     scorer = scorer_for(config)
