@@ -1,10 +1,10 @@
-"""Image headers read in the read tasks, as columns: each row's declared size, and whether
-the batched JPEG decoder takes it.
+"""Image headers read in the read tasks, as columns: each row's declared size, whether
+the batched JPEG decoder takes it, and whether it is a progressive JPEG.
 
 A GPU actor handles thousands of rows a second in one Python process. Walking
 every row's JPEG segments there cost it 5-10 us a row, and a PIL header for
 every other format more; read tasks run several to a GPU, so they read the
-headers and the actor reads three integer columns.
+headers and the actor reads their columns.
 """
 
 from __future__ import annotations
@@ -30,15 +30,20 @@ NVJPEG_COMPONENTS = (1, 3)
 # differential and arithmetic-coded ones go to PIL, not through a failed batch first
 # (`decode_jpegs` retries a batch that fails in halves).
 NVJPEG_CODINGS = (0xC0, 0xC1, 0xC2)
+# A progressive JPEG: on a GPU, the decode threads take it (see `check_rows`).
+PROGRESSIVE = "_winnow_progressive"
+PROGRESSIVE_CODING = 0xC2
 
 
 @dataclass(frozen=True, kw_only=True)
 class Headers:
-    """Per row: the size its header declares (0 x 0 where none reads) and `BATCH_JPEG`."""
+    """Per row: the size its header declares (0 x 0 where none reads), `BATCH_JPEG` and
+    `PROGRESSIVE`."""
 
     width: np.ndarray
     height: np.ndarray
     orientation: np.ndarray
+    progressive: np.ndarray
 
     @property
     def pixels(self) -> np.ndarray:
@@ -50,6 +55,7 @@ class Headers:
         would read it, else PIL's header."""
         data = ImageBytes(column)
         width, height, orientation = (np.zeros(len(data), np.int64) for _ in range(3))
+        progressive = np.zeros(len(data), bool)
         for row in np.flatnonzero(data.valid).tolist():
             view = data.view(row)
             frame = jpeg_frame(view)
@@ -57,10 +63,11 @@ class Headers:
                 width[row], height[row] = declared_size(view)
                 continue
             width[row], height[row] = frame.width, frame.height
+            progressive[row] = frame.coding == PROGRESSIVE_CODING
             batch = frame.coding in NVJPEG_CODINGS and frame.components in NVJPEG_COMPONENTS
             if batch and frame.complete and not frame.rgb:
                 orientation[row] = frame.orientation
-        return cls(width=width, height=height, orientation=orientation)
+        return cls(width=width, height=height, orientation=orientation, progressive=progressive)
 
     @classmethod
     def of(cls, table: pa.Table) -> Headers:
@@ -69,7 +76,12 @@ class Headers:
         def column(name: str) -> np.ndarray:
             return table[name].to_numpy().astype(np.int64)
 
-        return cls(width=column(WIDTH), height=column(HEIGHT), orientation=column(BATCH_JPEG))
+        return cls(
+            width=column(WIDTH),
+            height=column(HEIGHT),
+            orientation=column(BATCH_JPEG),
+            progressive=column(PROGRESSIVE).astype(bool),
+        )
 
 
 def header_stage(table: pa.Table) -> pa.Table:
@@ -77,4 +89,5 @@ def header_stage(table: pa.Table) -> pa.Table:
     headers = Headers.read(table[IMAGE])
     table = table.append_column(WIDTH, pa.array(headers.width, pa.int32()))
     table = table.append_column(HEIGHT, pa.array(headers.height, pa.int32()))
-    return table.append_column(BATCH_JPEG, pa.array(headers.orientation, pa.int8()))
+    table = table.append_column(BATCH_JPEG, pa.array(headers.orientation, pa.int8()))
+    return table.append_column(PROGRESSIVE, pa.array(headers.progressive, pa.bool_()))

@@ -90,8 +90,9 @@ def check_rows(
     Decisions come from the columns the read tasks made (`header_stage`): rows
     whose header declares too many pixels end here, undecoded. With
     `jpeg_device`, the JPEGs the batched decoder takes are decoded there in one
-    batch, straight from the column's memory; anything else, and any JPEG that
-    decoder refuses, goes through PIL, which sets its status. PIL decodes go
+    batch, straight from the column's memory (on a GPU, progressive ones excepted);
+    anything else, and any JPEG that decoder refuses, goes through PIL, which sets
+    its status. PIL decodes go
     through `mapper` (a thread pool's map runs them in parallel, and beside the
     batched decode). `finish` is applied to each PIL image in the same call as its
     decode, and its result kept instead: a preprocess there lets each decoded
@@ -110,6 +111,11 @@ def check_rows(
         failed[row] = over_limit(width, height, max_pixels=images.max_pixels)  # type: ignore[assignment]
     left = upstream_ok & ~too_large
     batched = left & (headers.orientation > 0) & bool(jpeg_device)
+    if jpeg_device and jpeg_device.startswith("cuda"):
+        # torchvision gives nvJPEG's batched (hardware) decode only what that takes; it
+        # decodes the rest, progressive JPEGs among them, one at a time, Huffman on one
+        # host thread under a process-wide lock. The decode threads take them side by side.
+        batched &= ~headers.progressive
 
     def decode(row: int) -> Decoded:
         result = decode_image(data.bytes(row), max_pixels=images.max_pixels)

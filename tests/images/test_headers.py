@@ -7,7 +7,14 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.images import encoded, headers
-from pipeline.images.headers import BATCH_JPEG, HEIGHT, WIDTH, Headers, header_stage
+from pipeline.images.headers import (
+    BATCH_JPEG,
+    HEIGHT,
+    PROGRESSIVE,
+    WIDTH,
+    Headers,
+    header_stage,
+)
 from pipeline.io.reader import IMAGE
 from pipeline.scoring import scorer as scorer_module
 from pipeline.scoring.local import actor_input, scorer_for
@@ -51,6 +58,9 @@ def test_each_rows_declared_size_and_whether_the_batched_decoder_takes_it():
     assert dict(zip(CASES, got, strict=True)) == dict(zip(CASES, expected, strict=True))
     read = Headers.of(table)
     assert read.pixels.tolist() == [width * height for (width, height, _) in expected]
+    progressive = dict(zip(CASES, table[PROGRESSIVE].to_pylist(), strict=True))
+    assert [name for name, flag in progressive.items() if flag] == ["progressive"]
+    assert read.progressive.tolist() == list(progressive.values())
 
 
 @pytest.mark.parametrize("decode", ["pil", "tensor"])

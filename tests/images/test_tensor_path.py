@@ -213,3 +213,27 @@ def test_pil_rows_decode_beside_the_batched_decode_and_take_what_it_refuses(monk
     assert checks.status == ["ok"] * 3
     assert checks.image_rows.tolist() == [0, 1, 2]
     assert [isinstance(image, torch.Tensor) for image in checks.images] == [False, False, True]
+
+
+@pytest.mark.parametrize(("device", "batched"), [("cpu", [0, 1, 2]), ("cuda", [0, 2])])
+def test_on_a_gpu_progressive_jpegs_go_to_the_decode_threads(monkeypatch, device, batched):
+    """torchvision decodes a progressive JPEG on a GPU one at a time, on one host thread
+    under a lock; there the decode threads take it. On the CPU libjpeg decodes it in the
+    batch like any other. (The batched decoder runs on the CPU here, as if on `device`.)"""
+    import pipeline.scoring.scorer as scorer
+
+    real, taken = scorer.decode_jpegs, []
+
+    def batched_decode(encoded, on):
+        taken.append(on)
+        taken.extend(bytes(tensor.numpy()) for tensor in encoded)
+        return real(encoded, "cpu")
+
+    monkeypatch.setattr(scorer, "decode_jpegs", batched_decode)
+    images = [jpeg(1, (48, 32)), encode(photo(2, (48, 32)), "JPEG", progressive=True)]
+    images.append(jpeg(3, (48, 32)))
+    checks = check_rows(actor_rows(images), ImagesConfig(decode="tensor"), jpeg_device=device)
+    assert taken == [device, *(images[row] for row in batched)]
+    assert checks.status == ["ok"] * 3
+    from_batch = [isinstance(image, torch.Tensor) for image in checks.images]
+    assert from_batch == [row in batched for row in range(3)]
