@@ -92,11 +92,10 @@ def check_rows(
     `jpeg_device`, the JPEGs the batched decoder takes are decoded there in one
     batch, straight from the column's memory (on a GPU, progressive ones excepted);
     anything else, and any JPEG that decoder refuses, goes through PIL, which sets
-    its status. PIL decodes go
-    through `mapper` (a thread pool's map runs them in parallel, and beside the
-    batched decode). `finish` is applied to each PIL image in the same call as its
-    decode, and its result kept instead: a preprocess there lets each decoded
-    image go at once.
+    its status. PIL decodes go through `mapper` (a thread pool's map runs them in
+    parallel, and beside the batched decode). `finish` is applied to each PIL
+    image in the same call as its decode, and its result kept instead: a
+    preprocess there lets each decoded image go at once.
     """
     data = ImageBytes(table[IMAGE])
     headers = Headers.of(table)
