@@ -80,7 +80,7 @@ class Headers:
             width=column(WIDTH),
             height=column(HEIGHT),
             orientation=column(BATCH_JPEG),
-            progressive=column(PROGRESSIVE).astype(bool),
+            progressive=table[PROGRESSIVE].to_numpy(),
         )
 
 
