@@ -28,6 +28,24 @@ class QuietLibraries(logging.Filter):
         )
 
 
+class _Versions(argparse.Action):
+    """`--version`: Winnow's and those of the libraries its results depend on, for a bug
+    report; read from the installed packages' metadata, without importing them."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help")
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from pipeline.report.summary import versions
+
+        found = versions()
+        others = (f"{name} {version}" for name, version in found.items() if name != "winnow")
+        print(f"winnow {found['winnow']}\n{', '.join(others)}")
+        parser.exit()
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -60,6 +78,9 @@ def _choices(config: type[BaseModel], field: str) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="winnow", description="Score and curate image-caption Parquet shards with CLIP."
+    )
+    parser.add_argument(
+        "--version", action=_Versions, help="print Winnow's version and its libraries', and exit"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(

@@ -193,6 +193,25 @@ def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():
     assert quiet.filter(record(ours, logging.INFO))
 
 
+def test_version_names_winnow_and_the_libraries_its_scores_depend_on(tmp_path):
+    import open_clip
+    import ray
+    import torch
+
+    import pipeline
+
+    result = winnow("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, libraries = result.stdout.splitlines()
+    assert first == f"winnow {pipeline.__version__}"
+    for name, version in [  # as pip has them: torch's build tag (+cu130) is not in its metadata
+        ("torch", torch.__version__.split("+")[0]),
+        ("ray", ray.__version__),
+        ("open_clip_torch", open_clip.__version__),
+    ]:
+        assert f"{name} {version}" in libraries.split(", ")
+
+
 INTERRUPTED = "winnow: interrupted; shards committed so far are kept, and a rerun does the rest"
 
 
