@@ -32,10 +32,8 @@ class _Versions(argparse.Action):
     """`--version`: Winnow's and those of the libraries its results depend on, for a bug
     report; read from the installed packages' metadata, without importing them."""
 
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
-        super().__init__(
-            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help")
-        )
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
         from pipeline.report.summary import versions
