@@ -257,13 +257,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.report.summary import closing_line
-    from pipeline.run import ActorsFailed, run
+    from pipeline.run import run
+    from pipeline.scoring.placement import ScoringFailed
 
     config = load_config(args.config, overrides=args.overrides)
     scored = args.command == "run"
     try:
         result = run(config, score=scored, retry_failed=getattr(args, "retry_failed", False))
-    except ActorsFailed as error:
+    except ScoringFailed as error:
         print(f"winnow: {error}", file=sys.stderr)
         return EXIT_FAILED_SHARDS
     print(closing_line(result.summary, result.output, scored=scored), flush=True)

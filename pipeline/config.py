@@ -229,6 +229,13 @@ class RayConfig(_Section):
         "next is decoded. 1 = strictly one after the other. CPU actors always take one: "
         "their decoding and towers share the same cores.",
     )
+    stall_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a run waits with no rows back while Ray has actors or tasks "
+        "it cannot place on any node; then it ends with exit code 1, keeping the shards "
+        "committed. Raise it where an autoscaler or other jobs free room slowly.",
+    )
 
 
 class WinnowConfig(_Section):

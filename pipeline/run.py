@@ -17,25 +17,19 @@ from pipeline.cluster import ray_session
 from pipeline.config import WinnowConfig
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
-from pipeline.interrupt import interruptible, stop_if_interrupted
+from pipeline.interrupt import stop_if_interrupted
 from pipeline.io.credentials import recorded
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
-from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs, span_rows
-from pipeline.io.sink import ShardSink
+from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
 from pipeline.models.identity import check_scored_models
-from pipeline.models.loader import check_model, describe, embedding_dim, resolve_precision
+from pipeline.models.loader import check_model, describe, resolve_precision
 from pipeline.report.summary import build_summary
-from pipeline.scoring.clock import StreamClock
-from pipeline.scoring.dataset import ActorPlan, build_dataset, plan_actors, scored_blocks
-from pipeline.scoring.progress import StreamProgress
+from pipeline.scoring.job import Scoring, score_shards
+from pipeline.scoring.placement import alive_nodes, device_of
 
 log = logging.getLogger(__name__)
-
-
-class ActorsFailed(RuntimeError):
-    """The run cannot score: its model actors died, each replacement too."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,20 +191,19 @@ def _run_locked(
     config_dump = recorded(config)
     started = datetime.now(timezone.utc)
     layout.prepare()
-    scored_now: list[dict[str, Any]] = []
-    scoring_seconds = 0.0
-    with ray_session(config.ray) as resources:
+    scoring: Scoring | None = None
+    with ray_session(config.ray):
         stop_if_interrupted()  # a Ctrl-C lost while Ray and its libraries loaded
-        plan = plan_actors(config.ray, resources)
-        clock = StreamClock(actors=plan.actors)
+        nodes = alive_nodes()
         for model, entry in zip(models, config.models, strict=True):
-            model["precision"] = resolve_precision(entry.precision, plan.device)
+            model["precision"] = resolve_precision(entry.precision, device_of(nodes))
         if todo:
             metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
-            scored_now, score_failures = _score(todo, layout, config, plan, metadata, clock)
-            scoring_seconds = clock.elapsed
-            failures += score_failures
-            records.update((record["shard"], record) for record in scored_now)
+            scoring = score_shards(
+                todo, layout=layout, config=config, metadata=metadata, nodes=nodes
+            )
+            failures += scoring.failures
+            records.update((record["shard"], record) for record in scoring.committed)
         refs = [
             ShardRef(name=s.name, scored=layout.url(SCORED, f"{s.name}.parquet"), input=s.url)
             for s in shards
@@ -222,52 +215,13 @@ def _run_locked(
         failures += filter_failures
     summary = build_summary(
         started=started,
-        scoring_seconds=scoring_seconds,
-        first_blocks_seconds=clock.first_blocks_seconds,
-        startup_seconds=clock.startup_seconds,
-        steady_rows_per_second=clock.steady_rows_per_second,
-        scored_now=scored_now,
+        scoring=scoring,
         redone={s.name for s in todo if states[s.name] == "changed"},
         records=[records[r.name] for r in refs],
         failures=failures,
         models=models,
         config=config_dump,
-        actors=plan.describe() if todo else "none (nothing to score)",
         fitted=fitted,
     )
     layout.write_json(layout.path(SUMMARY), summary)
     return summary
-
-
-def _score(
-    todo: list[Shard],
-    layout: OutputLayout,
-    config: WinnowConfig,
-    plan: ActorPlan,
-    metadata: dict[str, Any],
-    clock: StreamClock,
-) -> tuple[list[dict[str, Any]], list[ShardFailure]]:
-    dims = {m.alias: embedding_dim(m) for m in config.models}
-    sink = ShardSink(shards=todo, layout=layout, config=config, dims=dims, metadata=metadata)
-    tasks = [task for shard in todo for task in shard.read_tasks(rows=span_rows(config))]
-    log.info("scoring %d shard(s) in %d read(s) on %s", len(todo), len(tasks), plan.describe())
-    progress = StreamProgress(
-        clock=clock,
-        total_rows=sum(s.num_rows for s in todo),
-        total_shards=len(todo),
-        committed=sink.committed,
-    )
-    from ray.exceptions import ActorDiedError
-
-    with progress.logged():
-        batches = scored_blocks(build_dataset(tasks, config, plan)) if tasks else []
-        try:
-            sink.consume(clock.watch(interruptible(batches)))
-        except ActorDiedError as error:  # after Ray's restarts: nothing left to score on
-            cause = str(error).strip().splitlines()[-1]  # the innermost error of the traceback
-            raise ActorsFailed(
-                f"the model actors could not start or kept dying ({cause}); "
-                f"{len(sink.committed)} shard(s) were committed before, and a rerun goes on "
-                "from there"
-            ) from error
-    return sink.committed, sink.failures

@@ -40,6 +40,8 @@ class ShardSink:
         config: WinnowConfig,
         dims: dict[str, int],
         metadata: dict[str, Any],
+        committed: list[dict[str, Any]] | None = None,
+        total: int | None = None,
     ) -> None:
         self.config = config
         self.shards = {shard.index: shard for shard in shards}
@@ -49,16 +51,15 @@ class ShardSink:
             )
             for shard in shards
         }
-        self.committed: list[dict[str, Any]] = []
+        # The commit records, appended to the caller's list where a run streams its shards
+        # in more than one go (a new plan after a node left); `total` counts them all.
+        self.committed: list[dict[str, Any]] = [] if committed is None else committed
+        self.total = total or len(shards)
         self.failures: list[ShardFailure] = []
         self.reads = ThreadPoolExecutor(PREFETCH_SHARDS, thread_name_prefix="winnow-prefetch")
         # One thread, so shards commit one at a time in the order they completed.
         self.commits = ThreadPoolExecutor(1, thread_name_prefix="winnow-commit")
         self.commits_pending: deque[tuple[int, ShardWriter, Future[dict[str, Any]]]] = deque()
-
-    @property
-    def rows_written(self) -> int:
-        return sum(record["rows"] for record in self.committed)
 
     def _fail(self, index: int, error: str) -> None:
         shard = self.shards[index]
@@ -99,7 +100,7 @@ class ShardSink:
             shard.name,
             record["rows"],
             len(self.committed),
-            len(self.shards),
+            self.total,
         )
 
     def commit_ready(self) -> None:
@@ -139,6 +140,16 @@ class ShardSink:
             while self.commits_pending:  # a shard being committed ends committed
                 self._finish_commit()
             self.commits.shutdown()
+
+    def abort_open(self) -> None:
+        """Drop the shards not yet complete, their temporary files included, when the stream
+        that fed them ended early: a later stream writes them again from their first row."""
+        for index in list(self.writers):
+            self.writers.pop(index).abort()
+
+    @property
+    def open_shards(self) -> list[Shard]:
+        return [self.shards[index] for index in self.writers]
 
     def _consume(self, batches: Iterable[pa.Table]) -> None:
         self.commit_ready()

@@ -6,11 +6,14 @@ import platform
 from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.io.shards import ShardFailure
 from pipeline.report.stats import ShardStats
 from pipeline.status import RowStatus
+
+if TYPE_CHECKING:
+    from pipeline.scoring.job import Scoring
 
 VERSIONED = ("winnow", "ray", "torch", "torchvision", "open_clip_torch", "pyarrow", "pillow")
 
@@ -46,24 +49,23 @@ def _rounded(value: float | None, digits: int) -> float | None:
 def build_summary(
     *,
     started: datetime,
-    scoring_seconds: float,
-    first_blocks_seconds: float | None,
-    startup_seconds: float | None,
-    steady_rows_per_second: float | None,
-    scored_now: list[dict[str, Any]],
+    scoring: Scoring | None,
     redone: set[str],
     records: list[dict[str, Any]],
     failures: list[ShardFailure],
     models: list[dict[str, Any]],
     config: dict[str, Any],
-    actors: str,
     fitted: dict[str, Any],
 ) -> dict[str, Any]:
-    """Totals over every committed shard of the output, and what this run itself did."""
+    """Totals over every committed shard of the output, and what this run itself did
+    (`scoring` None: it scored nothing)."""
     totals = ShardStats()
     for record in records:
         totals.merge(ShardStats.from_json(record))
+    scored_now = scoring.committed if scoring else []
     rows_now = sum(r["rows"] for r in scored_now)
+    seconds = scoring.seconds if scoring else 0.0
+    clock = scoring.clock if scoring else None
     return {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
@@ -74,12 +76,14 @@ def build_summary(
             "shards_skipped": len(records) - len(scored_now),
             "shards_failed": len(failures),
             "rows": rows_now,
-            "scoring_seconds": round(scoring_seconds, 3),
-            "rows_per_second": round(rows_now / scoring_seconds, 1) if rows_now else None,
-            "first_blocks_seconds": _rounded(first_blocks_seconds, 3),
-            "startup_seconds": _rounded(startup_seconds, 3),
-            "steady_rows_per_second": _rounded(steady_rows_per_second, 1),
-            "actors": actors,
+            "scoring_seconds": round(seconds, 3),
+            "rows_per_second": round(rows_now / seconds, 1) if rows_now else None,
+            "first_blocks_seconds": _rounded(clock and clock.first_blocks_seconds, 3),
+            "startup_seconds": _rounded(clock and clock.startup_seconds, 3),
+            "steady_rows_per_second": _rounded(clock and clock.steady_rows_per_second, 1),
+            "actors": scoring.plan.describe() if scoring else "none (nothing to score)",
+            # Where the scoring ran (its plan by node) and nodes that left mid-run.
+            "cluster": scoring.cluster() if scoring else None,
         },
         "failed_shards": [{"shard": f.name, "input": f.url, "error": f.error} for f in failures],
         "shards": sorted(r["shard"] for r in records),

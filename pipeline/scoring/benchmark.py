@@ -44,8 +44,8 @@ from pipeline.models.loader import (
     tokenizer_name,
 )
 from pipeline.scoring.cpu_use import CpuUse, cpu_use
-from pipeline.scoring.dataset import ActorPlan, plan_actors
 from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
+from pipeline.scoring.placement import ActorPlan, plan_actors, single_node
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ def _ray(spec: BenchSpec) -> RayConfig:
 
 def layout(spec: BenchSpec, device: str) -> ActorPlan:
     """The model actors a local job runs on this machine: model-only measures the same layout."""
-    resources = {"CPU": float(len(os.sched_getaffinity(0)))}
-    if device == "cuda":
-        resources["GPU"] = 1.0
-    return plan_actors(_ray(spec), resources)
+    cpus = float(len(os.sched_getaffinity(0)))
+    return plan_actors(_ray(spec), single_node(cpus, 1.0 if device == "cuda" else 0.0))
 
 
 def towers_rate(

@@ -10,7 +10,7 @@ Data's log file unless logging is at debug level (`cluster`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -29,24 +29,26 @@ class StreamProgress:
     total_shards: int
     # Shards committed so far: the sink's list, read as it grows.
     committed: Sized
+    # What Ray waits for and cannot place, if anything (`watch`).
+    waiting: Callable[[], str | None] = lambda: None
 
     def logged(self) -> AbstractContextManager[None]:
         """The line logged every so often (`heartbeat`) while the block runs."""
         return logged_every(self.line, logger=log)
 
     def line(self) -> str:
-        clock = self.clock
+        clock, waiting = self.clock, self.waiting()
         if not clock.arrivals:
-            return (
-                f"scoring: no rows back yet after {clock.elapsed:,.0f} s "
-                "(each actor loads its models, then scores its first block)"
-            )
+            why = waiting or "each actor loads its models, then scores its first block"
+            return f"scoring: no rows back yet after {clock.elapsed:,.0f} s ({why})"
         rows = clock.rows
         share = rows / self.total_rows if self.total_rows else 1.0
         text = (
             f"scoring: {rows:,} of {self.total_rows:,} rows back ({share:.0%}), "
             f"{len(self.committed)} of {self.total_shards} shards committed"
         )
+        if waiting:
+            return f"{text}; waiting: {waiting}"
         left = max(0, self.total_rows - rows)
         rate, since = clock.steady_rows_per_second, "after start-up"
         if not rate:

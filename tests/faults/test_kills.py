@@ -1,19 +1,16 @@
 """Kill the driver (SIGKILL) at several points, rerun, and compare with a clean run.
 
 Everything the run started is then killed, as a job scheduler ending the job
-would: the local Ray goes with it, its workers included. They have process
-groups of their own, so the run's session is what is killed, not its group;
-a worker left alive would go on writing beside the rerun.
+would: the local Ray goes with it, its workers included (a worker left alive
+would go on writing beside the rerun).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +18,7 @@ import pytest
 import yaml
 
 from tests.builders import config_data, write_dataset
+from tests.processes import kill_session
 
 pytestmark = pytest.mark.slow
 KILLSWITCH = Path(__file__).parent / "killswitch"
@@ -44,31 +42,6 @@ def winnow(config: Path, *, kill_at: str | None = None) -> int:
         code = process.wait(timeout=300)
     kill_session(process.pid)
     return code
-
-
-def kill_session(leader: int) -> None:
-    """SIGKILL every live process of the session `leader` started; wait until none is left."""
-    deadline = time.monotonic() + 60
-    while members := session_members(leader):
-        assert time.monotonic() < deadline, f"processes {members} outlived SIGKILL"
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-def session_members(leader: int) -> list[int]:
-    """Live (not zombie) processes whose session is `leader`'s, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            state, session = fields[0], int(fields[3])
-            if session == leader and state not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
 
 
 def log_of(config: Path) -> Path:

@@ -32,6 +32,19 @@ def test_before_the_first_block_the_line_says_the_actors_are_still_starting():
     )
 
 
+def test_while_ray_cannot_place_work_the_line_names_it_instead():
+    waiting = "Ray cannot place 1 needing {CPU 0.5} (actors or tasks) on any live node (...)"
+    clock = StreamClock(actors=1, now=_ticks([0.0, 45.0, 50.0, 60.0]))
+    progress = StreamProgress(
+        clock=clock, total_rows=100, total_shards=1, committed=[], waiting=lambda: waiting
+    )
+    assert progress.line() == f"scoring: no rows back yet after 45 s ({waiting})"
+    list(clock.watch([_batch(10)]))
+    assert progress.line() == (
+        f"scoring: 10 of 100 rows back (10%), 0 of 1 shards committed; waiting: {waiting}"
+    )
+
+
 def test_the_line_counts_rows_and_shards_and_the_time_left_at_the_rate_after_start_up():
     committed: list[dict] = []
     # Two actors: start at 0, blocks at 10, 12 (each actor's first) and 20 s.

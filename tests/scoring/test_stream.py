@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.io.shards import discover, span_rows
-from pipeline.scoring.dataset import build_dataset, plan_actors, scored_blocks
+from pipeline.scoring.dataset import build_dataset, scored_blocks
+from pipeline.scoring.placement import plan_actors, single_node
 from tests.builders import config_data, good_rows, write_shard
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -67,7 +68,7 @@ def test_a_cpu_actor_scores_each_span_as_one_call_not_bundled_up_to_a_batch(
     config = parse_config(data)
     (shard,) = discover(config.input.paths(), {}).shards
     tasks = shard.read_tasks(rows=span_rows(config))
-    plan = plan_actors(config.ray, {"CPU": 2.0})
+    plan = plan_actors(config.ray, single_node(2.0))
     blocks = list(scored_blocks(build_dataset(tasks, config, plan)))
     assert [b.num_rows for b in blocks] == [10] * 5
     assert [r for b in blocks for r in b["_winnow_row"].to_pylist()] == list(range(50))
