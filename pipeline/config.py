@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.schema import model_columns
+
 ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -91,7 +93,7 @@ class ModelConfig(_Section):
         return value
 
     def added_columns(self) -> list[str]:
-        return [f"{self.alias}_{s}" for s in ("score", "image_embedding", "text_embedding")]
+        return model_columns(self.alias)
 
 
 class StatusFilter(_Section):

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import WinnowConfig
-from pipeline.filters.base import ROW, SHARD_NAME, DropListPolicy
+from pipeline.filters.base import DropListPolicy
+from pipeline.schema import ROW, SHARD_NAME
 
 
 class ExactDedupPolicy(DropListPolicy):

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import WinnowConfig
-from pipeline.filters.base import ROW, SHARD_NAME, DropListPolicy
+from pipeline.filters.base import DropListPolicy
+from pipeline.schema import CLUSTER, ROW, SHARD_NAME, embedding_column
 
-CLUSTER = "_winnow_cluster"
 SAMPLE_PER_CLUSTER = 50
 BLOCK = 1024
 
@@ -105,7 +105,7 @@ def _dedup_cluster(
 class SemanticDedupPolicy(DropListPolicy):
     def __init__(self, spec: Any, config: WinnowConfig) -> None:
         super().__init__(spec, config)
-        self.column = f"{spec.alias}_image_embedding"
+        self.column = embedding_column(spec.alias, "image")
         self.id_column = config.input.id_column
         self.clusters = 0
 

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
-from pipeline.filters.base import ROW, SHARD_NAME, Policy
-from pipeline.filters.policies import IMAGE_BYTES
+from pipeline.filters.base import Policy
 from pipeline.io.layout import OutputLayout, parquet_options
 from pipeline.io.reader import PIECE_BUFFER
 from pipeline.io.shards import SPAN_BYTES, open_fs, open_without_readahead
+from pipeline.schema import IMAGE_BYTES, ROW, SHARD_NAME, embedding_column, score_column
 
 # Rows the filter decides and writes at a time (fewer where the images would be large).
 PIECE_ROWS = 256
@@ -127,9 +127,9 @@ def output_columns(
     """Input columns in input order (image bytes included), then status, error and scores."""
     added = [config.output.status_column, config.output.error_column]
     for model in config.models:
-        added.append(f"{model.alias}_score")
+        added.append(score_column(model.alias))
         if config.output.filtered_embeddings:
-            added += [f"{model.alias}_image_embedding", f"{model.alias}_text_embedding"]
+            added += [embedding_column(model.alias, "image"), embedding_column(model.alias, "text")]
     inputs = [
         n for n in input_schema.names if n in scored_schema.names or n == config.input.image_column
     ]

@@ -20,9 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import WinnowConfig
-
-SHARD_NAME = "_winnow_shard_name"
-ROW = "_winnow_row"
+from pipeline.schema import ROW, SHARD_NAME
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from pipeline.filters.base import Policy, Verdict
+from pipeline.schema import IMAGE_BYTES, ORIGINAL_HEIGHT, ORIGINAL_WIDTH, score_column
 
 
 class StatusPolicy(Policy):
@@ -55,7 +56,7 @@ class ScoreThresholdPolicy(Policy):
     """LAION's rule: keep `<alias>_score >= value`; rows without a score are rejected."""
 
     def decide(self, table: pa.Table) -> Verdict:
-        scores = table[f"{self.spec.alias}_score"].to_pylist()
+        scores = table[score_column(self.spec.alias)].to_pylist()
         value = self.spec.value
         return Verdict.from_reasons(
             [
@@ -63,9 +64,6 @@ class ScoreThresholdPolicy(Policy):
                 for s in scores
             ]
         )
-
-
-IMAGE_BYTES = "_winnow_image_bytes"
 
 
 def _header_size(data: bytes | None) -> tuple[int, int] | None:
@@ -86,9 +84,9 @@ class ImageSizePolicy(Policy):
 
     def _sizes(self, table: pa.Table) -> list[tuple[int, int] | None]:
         names = set(table.column_names)
-        if {"original_width", "original_height"} <= names:
-            widths = table["original_width"].to_pylist()
-            heights = table["original_height"].to_pylist()
+        if {ORIGINAL_WIDTH, ORIGINAL_HEIGHT} <= names:
+            widths = table[ORIGINAL_WIDTH].to_pylist()
+            heights = table[ORIGINAL_HEIGHT].to_pylist()
         else:
             widths = heights = [None] * table.num_rows
         images = table[IMAGE_BYTES].to_pylist() if IMAGE_BYTES in names else [None] * table.num_rows
@@ -150,5 +148,5 @@ class LanguagePolicy(Policy):
 
 
 def scores_of(table: pa.Table, alias: str) -> np.ndarray:
-    values = pc.fill_null(table[f"{alias}_score"], np.nan)
+    values = pc.fill_null(table[score_column(alias)], np.nan)
     return np.asarray(values.to_numpy(zero_copy_only=False), np.float64)

@@ -18,6 +18,7 @@ from pipeline.config import WinnowConfig
 from pipeline.filters.apply import ShardRef, evaluate, shard_tables
 from pipeline.filters.base import Policy, PoolPolicy, Verdict
 from pipeline.filters.policies import scores_of
+from pipeline.schema import score_column
 
 POOL_CPUS = 0.5
 
@@ -79,7 +80,7 @@ class TopFractionPolicy(PoolPolicy):
 
     @property
     def columns(self) -> list[str]:
-        return [f"{self.spec.alias}_score"]
+        return [score_column(self.spec.alias)]
 
     def fit(self, pool: Any) -> None:
         chunks = [

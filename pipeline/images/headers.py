@@ -16,22 +16,14 @@ import pyarrow as pa
 
 from pipeline.images.decode import declared_size
 from pipeline.images.encoded import ImageBytes, jpeg_frame
-from pipeline.io.reader import IMAGE
+from pipeline.schema import BATCH_JPEG, HEIGHT, IMAGE, PROGRESSIVE, WIDTH
 
-WIDTH = "_winnow_width"
-HEIGHT = "_winnow_height"
-# The EXIF orientation (1-8) of a JPEG the batched decoder takes; 0 for a row that goes
-# to PIL (not a JPEG, CMYK or stored as RGB, lossless or arithmetic-coded, cut off, or
-# headers PIL reads otherwise).
-BATCH_JPEG = "_winnow_batch_jpeg"
 # Grey and YCbCr JPEGs go to the batched decoder; CMYK ones to PIL, whose colours are the reference.
 NVJPEG_COMPONENTS = (1, 3)
 # Huffman-coded baseline, extended and progressive DCT frames: what nvJPEG decodes. Lossless,
 # differential and arithmetic-coded ones go to PIL, not through a failed batch first
 # (`decode_jpegs` retries a batch that fails in halves).
 NVJPEG_CODINGS = (0xC0, 0xC1, 0xC2)
-# A progressive JPEG: on a GPU, the decode threads take it (see `check_rows`).
-PROGRESSIVE = "_winnow_progressive"
 PROGRESSIVE_CODING = 0xC2
 
 

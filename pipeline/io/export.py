@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.heartbeat import Tally, logged_every
 from pipeline.io.shards import open_fs
 from pipeline.report.analysis import Run
+from pipeline.schema import URL, embedding_column, score_column
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,10 @@ FORMATS = ("npy", "lance")
 
 
 def _part(run: Run, name: str, alias: str) -> pa.Table:
-    image, text = f"{alias}_image_embedding", f"{alias}_text_embedding"
+    image, text = embedding_column(alias, "image"), embedding_column(alias, "text")
     id_column = run.summary["config"]["input"]["id_column"]
-    wanted = [c for c in (id_column, run.caption_column, "url") if c]
-    table = run.read_scored(name, [*wanted, f"{alias}_score", image, text])
+    wanted = [c for c in (id_column, run.caption_column, URL) if c]
+    table = run.read_scored(name, [*wanted, score_column(alias), image, text])
     return table.filter(pc.and_(pc.is_valid(table[image]), pc.is_valid(table[text])))
 
 
@@ -68,8 +69,10 @@ def export_npy(
     for index, part in enumerate(_ahead(lambda name: _part(run, name, alias), names)):
         for folder, column in (("img_emb", "image"), ("text_emb", "text")):
             with fs.open(posixpath.join(root, folder, f"{folder}_{index}.npy"), "wb") as handle:
-                np.save(handle, _matrix(part[f"{alias}_{column}_embedding"]))
-        metadata = part.drop_columns([f"{alias}_image_embedding", f"{alias}_text_embedding"])
+                np.save(handle, _matrix(part[embedding_column(alias, column)]))
+        metadata = part.drop_columns(
+            [embedding_column(alias, "image"), embedding_column(alias, "text")]
+        )
         with fs.open(posixpath.join(root, "metadata", f"metadata_{index}.parquet"), "wb") as handle:
             pq.write_table(metadata, handle)
         rows += part.num_rows
@@ -83,7 +86,10 @@ def export_npy(
 
 def _lance_part(run: Run, name: str, alias: str) -> pa.Table:
     """A shard's part with LanceDB's column names, its vectors as float32."""
-    names = {f"{alias}_image_embedding": "vector", f"{alias}_text_embedding": "text_vector"}
+    names = {
+        embedding_column(alias, "image"): "vector",
+        embedding_column(alias, "text"): "text_vector",
+    }
     part = _part(run, name, alias).rename_columns(names)
     for column in ("vector", "text_vector"):
         width = part[column].type.list_size

@@ -22,15 +22,10 @@ from fsspec.parquet import open_parquet_file
 from pipeline.config import InputConfig
 from pipeline.io.retry import retrying, retrying_rows
 from pipeline.io.shards import describe_groups, open_fs, open_without_readahead
+from pipeline.schema import CAPTION, IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 
 log = logging.getLogger(__name__)
 
-SHARD = "_winnow_shard"
-ROW = "_winnow_row"
-IMAGE = "_winnow_image"
-CAPTION = "_winnow_caption"
-UPSTREAM_OK = "_winnow_upstream_ok"
-UPSTREAM_ERROR = "_winnow_upstream_error"
 UPSTREAM_SUCCESS = "success"
 # Bytes an exact read fetches from a file's end for its footer, in one request with its
 # data (fsspec's default is 1 MB): img2dataset's footer is about 1.1 KB a row group.

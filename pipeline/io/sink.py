@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout
-from pipeline.io.reader import SHARD, read_model_inputs
+from pipeline.io.reader import read_model_inputs
 from pipeline.io.shards import Shard, ShardFailure, span_rows
 from pipeline.io.writer import ShardError, ShardWriter
+from pipeline.schema import SHARD
 
 log = logging.getLogger(__name__)
 # Shards whose first read of their other input columns runs ahead of the rows.

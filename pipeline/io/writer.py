@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout, parquet_options
-from pipeline.io.reader import ROW, read_input_pieces, read_input_row_groups
+from pipeline.io.reader import read_input_pieces, read_input_row_groups
 from pipeline.io.shards import Shard, Span, span_rows
 from pipeline.report.stats import ShardStats
-from pipeline.scoring.scorer import ERROR, STATUS
+from pipeline.schema import ERROR, INTERNAL, ROW, STATUS, embedding_column, score_column
 
 METADATA_KEY = b"winnow"
 # Rows whose other columns one read fetches ahead, several spans' worth, when no image
@@ -58,10 +58,10 @@ def output_schema(
     ]
     value_type = pa.float16() if config.output.embedding_dtype == "float16" else pa.float32()
     for model in config.models:
-        fields.append(pa.field(f"{model.alias}_score", pa.float32()))
+        fields.append(pa.field(score_column(model.alias), pa.float32()))
         for tower in ("image", "text"):
             kind = pa.list_(value_type, dims[model.alias])
-            fields.append(pa.field(f"{model.alias}_{tower}_embedding", kind))
+            fields.append(pa.field(embedding_column(model.alias, tower), kind))
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
 
 
@@ -131,7 +131,7 @@ class ShardWriter:
         columns = {name: inputs[name] for name in self.input_columns}
         renamed = {STATUS: self.config.output.status_column, ERROR: self.config.output.error_column}
         for name in consumed.column_names:
-            if not name.startswith("_winnow_") or name in renamed:
+            if not name.startswith(INTERNAL) or name in renamed:
                 columns[renamed.get(name, name)] = consumed[name]
         table = pa.table(columns).select(self.schema.names).cast(self.schema)
         self.stats.add(

@@ -20,6 +20,7 @@ from pipeline.io.credentials import unredacted
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.reader import PIECE_BUFFER, image_bytes
 from pipeline.io.shards import open_fs, open_without_readahead
+from pipeline.schema import SAMPLE_ROW, SAMPLE_SHARD, score_column
 
 # Scored files read at once for the report and the notebooks.
 READ_THREADS = 16
@@ -27,8 +28,6 @@ READ_THREADS = 16
 PIECE_ROWS = 64
 LAION_B32 = 0.28
 DATACOMP_FRACTION = 0.3
-SHARD = "shard"
-ROW = "row"
 
 
 @dataclass(kw_only=True)
@@ -87,8 +86,8 @@ class Run:
             handle.seek(0)
             wanted = None if columns is None else [c for c in columns if c in present]
             table = pq.read_table(handle, columns=wanted)
-        table = table.append_column(SHARD, pa.array([name] * table.num_rows, pa.string()))
-        return table.append_column(ROW, pa.array(np.arange(table.num_rows), pa.int64()))
+        table = table.append_column(SAMPLE_SHARD, pa.array([name] * table.num_rows, pa.string()))
+        return table.append_column(SAMPLE_ROW, pa.array(np.arange(table.num_rows), pa.int64()))
 
     def _read_scored(self, names: list[str], columns: list[str]) -> list[pa.Table]:
         """`columns` of the scored shards `names`, in order, several read at once: on
@@ -98,18 +97,20 @@ class Run:
 
     def scores(self) -> pa.Table:
         """Every row's scores and status, with its shard and row: the one full pass."""
-        columns = [self.status_column, *(f"{a}_score" for a in self.aliases)]
+        columns = [self.status_column, *(score_column(a) for a in self.aliases)]
         return pa.concat_tables(self._read_scored(self.shards, columns))
 
     def fetch(self, selection: pa.Table, columns: list[str]) -> pa.Table:
         """`columns` of the scored rows named by `selection` (its shard and row), in its order."""
-        names = sorted(set(selection[SHARD].to_pylist()))
+        names = sorted(set(selection[SAMPLE_SHARD].to_pylist()))
         parts = dict(zip(names, self._read_scored(names, columns), strict=True))
         return pa.Table.from_pylist(
             [
                 {c: parts[s][c][r].as_py() for c in columns if c in parts[s].column_names}
                 for s, r in zip(
-                    selection[SHARD].to_pylist(), selection[ROW].to_pylist(), strict=True
+                    selection[SAMPLE_SHARD].to_pylist(),
+                    selection[SAMPLE_ROW].to_pylist(),
+                    strict=True,
                 )
             ]
         )
@@ -139,7 +140,7 @@ class Run:
         options = self.input_storage_options
         if options is None:
             options = unredacted(self.summary["config"]["input"].get("storage_options", {}))
-        shards, rows = selection[SHARD].to_pylist(), selection[ROW].to_pylist()
+        shards, rows = selection[SAMPLE_SHARD].to_pylist(), selection[SAMPLE_ROW].to_pylist()
         for name in set(shards):
             source = (self.layout.read_json(self.layout.stats(name)) or {}).get("input")
             if not source:

@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.report.analysis import ROW, SHARD, Run
+from pipeline.report.analysis import Run
+from pipeline.schema import SAMPLE_ROW, SAMPLE_SHARD, embedding_column, score_column
 
 
 def text_vector(run: Run, alias: str, query: str) -> np.ndarray:
@@ -39,7 +40,7 @@ def nearest(
 
     One shard at a time, keeping the best k so far: memory stays at one shard's embeddings.
     """
-    column = f"{alias}_{tower}_embedding"
+    column = embedding_column(alias, tower)
     best: list[tuple[float, str, int]] = []
     for name in run.shards:
         table = run.read_scored(name, [column])
@@ -55,14 +56,14 @@ def nearest(
         for index in np.argsort(similarity)[::-1][:k]:
             best.append((float(similarity[index]), name, int(valid[index])))
         best = sorted(best, reverse=True)[:k]
-    selection = pa.table({SHARD: [b[1] for b in best], ROW: [b[2] for b in best]})
-    details = run.fetch(selection, [run.caption_column, f"{alias}_score"])
+    selection = pa.table({SAMPLE_SHARD: [b[1] for b in best], SAMPLE_ROW: [b[2] for b in best]})
+    details = run.fetch(selection, [run.caption_column, score_column(alias)])
     return pa.table(
         {
-            SHARD: selection[SHARD],
-            ROW: selection[ROW],
+            SAMPLE_SHARD: selection[SAMPLE_SHARD],
+            SAMPLE_ROW: selection[SAMPLE_ROW],
             "caption": details[run.caption_column] if best else pa.array([], pa.string()),
-            "score": details[f"{alias}_score"] if best else pa.array([], pa.float32()),
+            "score": details[score_column(alias)] if best else pa.array([], pa.float32()),
             "similarity": pa.array([b[0] for b in best], pa.float32()),
         }
     )
@@ -79,19 +80,23 @@ def hits_figure(run: Run, hits: pa.Table, title: str) -> Any:
 def stored_vector(
     run: Run, alias: str, shard: str, row: int, *, tower: str = "image"
 ) -> np.ndarray:
-    selection = pa.table({SHARD: [shard], ROW: [row]})
-    value = run.fetch(selection, [f"{alias}_{tower}_embedding"]).column(0)[0].as_py()
+    selection = pa.table({SAMPLE_SHARD: [shard], SAMPLE_ROW: [row]})
+    value = run.fetch(selection, [embedding_column(alias, tower)]).column(0)[0].as_py()
     return np.asarray(value, np.float32)
 
 
 def projection(run: Run, alias: str, *, rows: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     """Image embeddings of a sample projected on their two principal components, and scores."""
-    sample = run.sample(rows, [f"{alias}_image_embedding", f"{alias}_score"])
+    sample = run.sample(rows, [embedding_column(alias, "image"), score_column(alias)])
     keep = [
-        i for i, v in enumerate(sample[f"{alias}_image_embedding"].to_pylist()) if v is not None
+        i
+        for i, v in enumerate(sample[embedding_column(alias, "image")].to_pylist())
+        if v is not None
     ]
-    vectors = np.asarray([sample[f"{alias}_image_embedding"][i].as_py() for i in keep], np.float32)
-    scores = np.asarray([sample[f"{alias}_score"][i].as_py() for i in keep], dtype=float)
+    vectors = np.asarray(
+        [sample[embedding_column(alias, "image")][i].as_py() for i in keep], np.float32
+    )
+    scores = np.asarray([sample[score_column(alias)][i].as_py() for i in keep], dtype=float)
     centred = vectors - vectors.mean(axis=0)
     _, _, axes = np.linalg.svd(centred, full_matrices=False)
     return centred @ axes[:2].T, scores
@@ -105,6 +110,6 @@ def projection_figure(points: np.ndarray, scores: np.ndarray, alias: str) -> Any
     shown = axis.scatter(
         points[:, 0], points[:, 1], c=np.nan_to_num(scores, nan=-1), s=5, cmap="viridis"
     )
-    figure.colorbar(shown, ax=axis, label=f"{alias}_score")
+    figure.colorbar(shown, ax=axis, label=score_column(alias))
     axis.set(title="Image embeddings, first two principal components", xlabel="PC 1", ylabel="PC 2")
     return figure

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from pipeline.report.analysis import recipe_marks, retention
+from pipeline.schema import score_column
 
 MAX_SHARD_LINES = 12
 
@@ -35,7 +36,7 @@ def histogram(
     axis = figure.add_subplot(1, columns, 1)
     edges = bins(*scores.values())
     for alias, values in scores.items():
-        axis.hist(values[~np.isnan(values)], bins=edges, alpha=0.6, label=f"{alias}_score")
+        axis.hist(values[~np.isnan(values)], bins=edges, alpha=0.6, label=score_column(alias))
     axis.set(title="Score distribution", xlabel="cosine score", ylabel="rows")
     axis.legend()
     if by_shard:

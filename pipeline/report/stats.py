@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.schema import score_column
+
 # CLIP cosine scores live in [-1, 1]; 0.01-wide bins resolve the thresholds people use.
 HISTOGRAM_EDGES = np.round(np.linspace(-1.0, 1.0, 201), 2)
 
@@ -84,7 +86,7 @@ class ShardStats:
         for item in pc.value_counts(table[status_column]).to_pylist():
             self.statuses[item["values"]] += item["counts"]
         for alias in aliases:
-            self.scores.setdefault(alias, ScoreStats()).add(table[f"{alias}_score"])
+            self.scores.setdefault(alias, ScoreStats()).add(table[score_column(alias)])
 
     def merge(self, other: ShardStats) -> None:
         self.rows += other.rows

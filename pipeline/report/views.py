@@ -8,13 +8,22 @@ import pyarrow.compute as pc
 from matplotlib.figure import Figure
 
 from pipeline.report import plots
-from pipeline.report.analysis import LAION_B32, ROW, SHARD, Run, score_bands
+from pipeline.report.analysis import LAION_B32, Run, score_bands
+from pipeline.schema import (
+    ORIGINAL_HEIGHT,
+    ORIGINAL_WIDTH,
+    RESIZED_HEIGHT,
+    RESIZED_WIDTH,
+    SAMPLE_ROW,
+    SAMPLE_SHARD,
+    score_column,
+)
 
 SAMPLE_ROWS = 20_000
 
 
 def score_array(table: pa.Table, alias: str) -> np.ndarray:
-    values = pc.fill_null(table[f"{alias}_score"].cast(pa.float64()), np.nan)
+    values = pc.fill_null(table[score_column(alias)].cast(pa.float64()), np.nan)
     return values.to_numpy(zero_copy_only=False)
 
 
@@ -34,7 +43,7 @@ def chosen_threshold(run: Run, alias: str, scores: np.ndarray) -> float:
 
 def distributions(run: Run, table: pa.Table) -> dict[str, Figure]:
     aliases = run.aliases
-    shards = table[SHARD].to_numpy(zero_copy_only=False)
+    shards = table[SAMPLE_SHARD].to_numpy(zero_copy_only=False)
     first = score_array(table, aliases[0])
     by_shard = {name: first[shards == name] for name in run.shards}
     figures = {"histogram": plots.histogram({a: score_array(table, a) for a in aliases}, by_shard)}
@@ -49,7 +58,7 @@ def examples(run: Run, table: pa.Table, alias: str, *, per_band: int = 6) -> dic
     threshold = chosen_threshold(run, alias, scores)
     figures = {}
     for band, rows in score_bands(scores, threshold, per_band=per_band).items():
-        selection = table.take(pa.array(rows)).select([SHARD, ROW])
+        selection = table.take(pa.array(rows)).select([SAMPLE_SHARD, SAMPLE_ROW])
         captions = run.fetch(selection, [run.caption_column])
         texts = (
             captions[run.caption_column].to_pylist() if captions.num_rows else [None] * len(rows)
@@ -63,8 +72,8 @@ def examples(run: Run, table: pa.Table, alias: str, *, per_band: int = 6) -> dic
 def relations(run: Run, *, rows: int = SAMPLE_ROWS) -> dict[str, Figure]:
     """Score against caption length and image size (and against the other alias), on a sample."""
     aliases = run.aliases
-    wanted = [run.caption_column, "original_width", "original_height", "width", "height"]
-    sample = run.sample(rows, [*wanted, *(f"{a}_score" for a in aliases)])
+    wanted = [run.caption_column, ORIGINAL_WIDTH, ORIGINAL_HEIGHT, RESIZED_WIDTH, RESIZED_HEIGHT]
+    sample = run.sample(rows, [*wanted, *(score_column(a) for a in aliases)])
     first = score_array(sample, aliases[0])
     figures = {}
     if run.caption_column in sample.column_names:
@@ -73,23 +82,23 @@ def relations(run: Run, *, rows: int = SAMPLE_ROWS) -> dict[str, Figure]:
             np.maximum(lengths, 1),
             first,
             xlabel="caption characters",
-            ylabel=f"{aliases[0]}_score",
+            ylabel=score_column(aliases[0]),
             title="Score vs caption length",
             logx=True,
         )
-    for width, height in (("original_width", "original_height"), ("width", "height")):
+    for width, height in ((ORIGINAL_WIDTH, ORIGINAL_HEIGHT), (RESIZED_WIDTH, RESIZED_HEIGHT)):
         if {width, height} <= set(sample.column_names):
             sides = pc.min_element_wise(sample[width], sample[height]).cast(pa.float64())
             figures["image size"] = plots.scatter(
                 np.maximum(pc.fill_null(sides, np.nan).to_numpy(zero_copy_only=False), 1), first,
-                xlabel=f"shorter side ({width}/{height})", ylabel=f"{aliases[0]}_score",
+                xlabel=f"shorter side ({width}/{height})", ylabel=score_column(aliases[0]),
                 title="Score vs image size", logx=True,
             )  # fmt: skip
             break
     if len(aliases) > 1:
         figures["aliases"] = plots.scatter(
-            first, score_array(sample, aliases[1]), xlabel=f"{aliases[0]}_score",
-            ylabel=f"{aliases[1]}_score", title="One model's score against the other's",
+            first, score_array(sample, aliases[1]), xlabel=score_column(aliases[0]),
+            ylabel=score_column(aliases[1]), title="One model's score against the other's",
         )  # fmt: skip
     return figures
 

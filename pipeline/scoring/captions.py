@@ -13,20 +13,14 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.io.reader import CAPTION
 from pipeline.models.loader import get_tokenizer, tokenizer_name
 from pipeline.models.tokenizer import plain_clip_bpe
+from pipeline.schema import CAPTION, CAPTION_ERROR, CAPTION_STATUS, tokens_column
 from pipeline.status import RowStatus
 
-CAPTION_STATUS = "_winnow_caption_status"
-CAPTION_ERROR = "_winnow_caption_error"
 # Far more characters than any tokenizer context holds; cutting first keeps
 # a megabyte caption from costing a megabyte of BPE work.
 MAX_CAPTION_CHARS = 8192
-
-
-def tokens_column(alias: str) -> str:
-    return f"_winnow_tokens_{alias}"
 
 
 def check_caption(data: bytes | None) -> tuple[str, RowStatus, str | None]:

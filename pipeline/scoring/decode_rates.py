@@ -68,8 +68,7 @@ def actor_rows(images: list[bytes]) -> pa.Table:
     """Images as the actor receives them (their headers read, as read tasks read them), with
     nothing else wrong in their rows."""
     from pipeline.images.headers import header_stage
-    from pipeline.io.reader import IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
-    from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS
+    from pipeline.schema import CAPTION_ERROR, CAPTION_STATUS, IMAGE, UPSTREAM_ERROR, UPSTREAM_OK
 
     rows = len(images)
     table = pa.table(
@@ -103,7 +102,7 @@ def decode_tensor(
     """
     from pipeline.images.encoded import ImageBytes
     from pipeline.images.tensor import TensorPreprocess, decode_jpegs
-    from pipeline.io.reader import IMAGE
+    from pipeline.schema import IMAGE
     from pipeline.scoring.scorer import check_rows
 
     step = TensorPreprocess.of(load_model(model, device="cpu").model)

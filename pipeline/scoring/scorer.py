@@ -24,14 +24,24 @@ from pipeline.images.encoded import ImageBytes
 from pipeline.images.extreme import ThinCrop
 from pipeline.images.headers import Headers
 from pipeline.images.tensor import TensorPreprocess, as_tensor, decode_jpegs, orient
-from pipeline.io.reader import IMAGE, ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 from pipeline.models.loader import LoadedModel, load_model
-from pipeline.scoring.captions import CAPTION_ERROR, CAPTION_STATUS, tokens_column
+from pipeline.schema import (
+    CAPTION_ERROR,
+    CAPTION_STATUS,
+    ERROR,
+    IMAGE,
+    ROW,
+    SHARD,
+    STATUS,
+    UPSTREAM_ERROR,
+    UPSTREAM_OK,
+    embedding_column,
+    score_column,
+    tokens_column,
+)
 from pipeline.scoring.streams import PrepareStream, hand_over
 from pipeline.status import RowStatus
 
-STATUS = "_winnow_status"
-ERROR = "_winnow_error"
 # The fewest threads a GPU actor decodes its PIL rows on (not JPEG, CMYK, cut off; every
 # row with `images.decode: pil`): PIL works without the GIL, and one thread would do them
 # one by one while the GPU waits. Ray gives the actor one CPU, whose torch threads say 1;
@@ -162,7 +172,7 @@ def _checked(table: pa.Table, failed: dict[int, Decoded], decoded: dict[int, Any
     )
 
 
-def embedding_column(
+def embedding_array(
     vectors: np.ndarray, rows: np.ndarray, num_rows: int, dim: int, dtype: str
 ) -> pa.Array:
     """A fixed-size-list column with a null for every row the tower did not see."""
@@ -383,11 +393,11 @@ class ClipScorer:
             image_full[checks.image_rows] = image
             text_full[checks.text_rows] = text
             score = (image_full * text_full).sum(axis=1)
-            columns[f"{config.alias}_score"] = pa.array(score.astype(np.float32), mask=~scored)
-            columns[f"{config.alias}_image_embedding"] = embedding_column(
+            columns[score_column(config.alias)] = pa.array(score.astype(np.float32), mask=~scored)
+            columns[embedding_column(config.alias, "image")] = embedding_array(
                 image, checks.image_rows, num_rows, dim, self.embedding_dtype
             )
-            columns[f"{config.alias}_text_embedding"] = embedding_column(
+            columns[embedding_column(config.alias, "text")] = embedding_array(
                 text, checks.text_rows, num_rows, dim, self.embedding_dtype
             )
         return pa.table(columns)

@@ -8,8 +8,8 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.filters.apply import evaluate
 from pipeline.filters.curate import build_policies
-from pipeline.filters.policies import IMAGE_BYTES
 from pipeline.filters.pool import TopFractionPolicy
+from pipeline.schema import IMAGE_BYTES
 from tests.builders import jpeg
 
 

@@ -13,8 +13,7 @@ import pytest
 
 from pipeline.config import WinnowConfig, parse_config
 from pipeline.filters.apply import ShardRef, shard_tables
-from pipeline.filters.base import ROW
-from pipeline.filters.policies import IMAGE_BYTES
+from pipeline.schema import IMAGE_BYTES, ROW
 
 
 def write_groups(path, table: pa.Table, groups: list[int]) -> None:

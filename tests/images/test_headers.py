@@ -7,15 +7,8 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.images import encoded, headers
-from pipeline.images.headers import (
-    BATCH_JPEG,
-    HEIGHT,
-    PROGRESSIVE,
-    WIDTH,
-    Headers,
-    header_stage,
-)
-from pipeline.io.reader import IMAGE
+from pipeline.images.headers import Headers, header_stage
+from pipeline.schema import BATCH_JPEG, HEIGHT, IMAGE, PROGRESSIVE, WIDTH
 from pipeline.scoring import scorer as scorer_module
 from pipeline.scoring.local import actor_input, scorer_for
 from tests.builders import (

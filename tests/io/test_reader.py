@@ -16,8 +16,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline.config import InputConfig
 from pipeline.io.layout import parquet_options
-from pipeline.io.reader import CAPTION, IMAGE, ROW, read_input_row_groups, read_model_inputs
+from pipeline.io.reader import read_input_row_groups, read_model_inputs
 from pipeline.io.shards import discover
+from pipeline.schema import CAPTION, IMAGE, ROW
 
 
 class CountingStore(MemoryFileSystem):

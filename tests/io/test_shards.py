@@ -6,10 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError, InputConfig, parse_config
-from pipeline.io.reader import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK, model_inputs
+from pipeline.io.reader import model_inputs
 from pipeline.io.shards import discover
 from pipeline.io.webdataset import find_tars
 from pipeline.run import _usable
+from pipeline.schema import ROW, SHARD, UPSTREAM_ERROR, UPSTREAM_OK
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.io import writer as writer_module
 from pipeline.io.layout import SCORED, STATS, OutputLayout
-from pipeline.io.reader import ROW, SHARD
 from pipeline.io.shards import discover
 from pipeline.io.sink import ShardSink
-from pipeline.scoring.scorer import ERROR, STATUS, embedding_column
+from pipeline.schema import ERROR, ROW, SHARD, STATUS
+from pipeline.scoring.scorer import embedding_array
 from tests.builders import IMG2DATASET_SCHEMA, good_rows, write_shard
 
 DIM = 4
@@ -32,8 +32,8 @@ def model_output(shard: int, first: int, rows: int) -> pa.Table:
             STATUS: pa.array(["ok"] * rows),
             ERROR: pa.nulls(rows, pa.string()),
             "clip_score": pa.array(np.arange(first, first + rows, dtype=np.float32)),
-            "clip_image_embedding": embedding_column(vectors, every, rows, DIM, "float32"),
-            "clip_text_embedding": embedding_column(vectors, every, rows, DIM, "float32"),
+            "clip_image_embedding": embedding_array(vectors, every, rows, DIM, "float32"),
+            "clip_text_embedding": embedding_array(vectors, every, rows, DIM, "float32"),
         }
     )
 

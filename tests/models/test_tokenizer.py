@@ -62,8 +62,8 @@ def test_reading_and_tokenizing_imports_neither_torch_nor_open_clip(tmp_path):
 import json, sys
 import pyarrow as pa
 from pipeline.config import ModelConfig
-from pipeline.io.reader import CAPTION
-from pipeline.scoring.captions import tokenize_stage, tokens_column
+from pipeline.schema import CAPTION, tokens_column
+from pipeline.scoring.captions import tokenize_stage
 table = pa.table({CAPTION: pa.array([b"a red cube on a mat"], pa.large_binary())})
 out = tokenize_stage(table, models=[ModelConfig(alias="clip", name="ViT-B-32")])
 heavy = sorted(m for m in ("torch", "open_clip", "torchvision", "timm") if m in sys.modules)

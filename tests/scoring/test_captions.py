@@ -3,15 +3,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.io.reader import CAPTION
-from pipeline.scoring.captions import (
-    CAPTION_ERROR,
-    CAPTION_STATUS,
-    check_caption,
-    tokenize,
-    tokenize_stage,
-    tokens_column,
-)
+from pipeline.schema import CAPTION, CAPTION_ERROR, CAPTION_STATUS, tokens_column
+from pipeline.scoring.captions import check_caption, tokenize, tokenize_stage
 from pipeline.status import RowStatus
 from tests.builders import TINY
 
