@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import parse_config
-from pipeline.models.train import TrainSpec, save_checkpoint, train
 from pipeline.report.grading import best_threshold, kept_set_quality, roc_auc
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
+from pipeline.synth.train import TrainSpec, save_checkpoint, train
 
 EVAL = SynthSpec(shards=2, rows_per_shard=500, noise_fraction=0.5, seed=1001)
 

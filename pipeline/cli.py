@@ -231,8 +231,8 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.scoring.bench_table import table, write_json
-    from pipeline.scoring.benchmark import BenchSpec, benchmark
+    from pipeline.bench.benchmark import BenchSpec, benchmark
+    from pipeline.bench.table import table, write_json
     from pipeline.synth.web_pairs import WebPairsSpec
 
     spec = BenchSpec(

@@ -19,11 +19,11 @@ from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
 from pipeline.interrupt import stop_if_interrupted
 from pipeline.io.credentials import recorded
+from pipeline.io.identity import check_scored_models
 from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
-from pipeline.models.identity import check_scored_models
 from pipeline.models.loader import check_model, describe, resolve_precision
 from pipeline.report.summary import build_summary
 from pipeline.scoring.job import Scoring, score_shards

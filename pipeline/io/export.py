@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.heartbeat import Tally, logged_every
+from pipeline.io.results import Run
 from pipeline.io.shards import open_fs
-from pipeline.report.analysis import Run
 from pipeline.schema import URL, embedding_column, score_column
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from pipeline.config import WinnowConfig
 from pipeline.io.layout import OutputLayout, parquet_options
 from pipeline.io.reader import read_input_pieces, read_input_row_groups
 from pipeline.io.shards import Shard, Span, span_rows
-from pipeline.report.stats import ShardStats
+from pipeline.io.stats import ShardStats
 from pipeline.schema import ERROR, INTERNAL, ROW, STATUS, embedding_column, score_column
 
 METADATA_KEY = b"winnow"

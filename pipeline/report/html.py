@@ -9,8 +9,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from pipeline.io.results import Run
 from pipeline.report import plots, views
-from pipeline.report.analysis import Run
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Winnow run report</title>

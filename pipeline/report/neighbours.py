@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.report.analysis import Run
+from pipeline.io.results import Run
 from pipeline.schema import SAMPLE_ROW, SAMPLE_SHARD, embedding_column, score_column
 
 

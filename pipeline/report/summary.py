@@ -9,7 +9,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from pipeline.io.shards import ShardFailure
-from pipeline.report.stats import ShardStats
+from pipeline.io.stats import ShardStats
 from pipeline.status import RowStatus
 
 if TYPE_CHECKING:

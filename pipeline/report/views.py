@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.figure import Figure
 
+from pipeline.io.results import Run
 from pipeline.report import plots
-from pipeline.report.analysis import LAION_B32, Run, score_bands
+from pipeline.report.analysis import LAION_B32, score_bands
 from pipeline.schema import (
     ORIGINAL_HEIGHT,
     ORIGINAL_WIDTH,

@@ -12,10 +12,10 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from pipeline.bench.decode_rates import actor_rows
 from pipeline.config import ImagesConfig, parse_config
 from pipeline.images.decode import decode_image
 from pipeline.images.tensor import STACK_CHUNK, TensorPreprocess, decode_jpegs
-from pipeline.scoring.decode_rates import actor_rows
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows

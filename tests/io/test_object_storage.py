@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.report.analysis import Run
+from pipeline.io.results import Run
 from pipeline.run import run
 from tests.builders import config_data, good_rows, write_dataset, write_shard
 

@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.models.loader import open_clip
-from pipeline.models.train import TrainSpec, build_pool, train
 from pipeline.report.grading import roc_auc
 from pipeline.scoring.local import score_table, scorer_for
 from pipeline.synth.dataset import SynthSpec, generate_rows
+from pipeline.synth.train import TrainSpec, build_pool, train
 from tests.builders import DEMO_CHECKPOINT, TINY
 
 

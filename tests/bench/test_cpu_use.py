@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from pipeline.scoring.cpu_use import ELSE, cpu_use
+from pipeline.bench.cpu_use import ELSE, cpu_use
 
 SPIN = "import sys, time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
 

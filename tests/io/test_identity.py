@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError
+from pipeline.io.identity import check_scored_models
 from pipeline.io.layout import OutputLayout
-from pipeline.models.identity import check_scored_models
 
 CLIP = {
     "alias": "clip",

@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.bench.cpu_use import CpuUse, cpu_use
+from pipeline.bench.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.config import (
     ConfigError,
     DecodePath,
@@ -43,8 +45,6 @@ from pipeline.models.loader import (
     resolve_precision,
     tokenizer_name,
 )
-from pipeline.scoring.cpu_use import CpuUse, cpu_use
-from pipeline.scoring.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.scoring.placement import ActorPlan, plan_actors, single_node
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
+from pipeline.bench.benchmark import BenchSpec, _config, benchmark, job_calls, layout
+from pipeline.bench.table import table, write_json
 from pipeline.cli import main
 from pipeline.io.shards import discover, span_rows
-from pipeline.scoring.bench_table import table, write_json
-from pipeline.scoring.benchmark import BenchSpec, _config, benchmark, job_calls, layout
 from pipeline.scoring.dataset import build_dataset, scored_blocks
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 from tests.builders import TINY
@@ -27,7 +27,7 @@ def test_benchmark_measures_every_stage_on_generated_web_like_data(tmp_path, cap
         compare_rows=24,
         data=WebPairsSpec(pairs=96, shards=4),
     )
-    with caplog.at_level(logging.INFO, logger="pipeline.scoring.benchmark"):
+    with caplog.at_level(logging.INFO, logger="pipeline.bench.benchmark"):
         result = benchmark(spec, workdir=tmp_path)
     for step in ("data, 96 pairs", "model only, ", "end to end, the real job"):
         assert f"bench: {step}" in caplog.text  # each step says it began and when it ended

@@ -1,4 +1,5 @@
-"""The report reads back the few images it shows without reading their row groups whole."""
+"""A run's results read back: the few images the report shows, without reading their row
+groups whole."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io.reader import PIECE_BUFFER
-from pipeline.report.analysis import _images_at
+from pipeline.io.results import _images_at
 
 
 def test_images_come_back_in_the_order_asked_from_any_row_group(tmp_path):
@@ -30,7 +31,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pipeline.io.reader import PIECE_BUFFER
-from pipeline.report.analysis import _images_at
+from pipeline.io.results import _images_at
 
 parquet = pq.ParquetFile(sys.argv[1], pre_buffer=False, buffer_size=PIECE_BUFFER)
 found = _images_at(parquet, "jpg", [int(r) for r in sys.argv[2:]])

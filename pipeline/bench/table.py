@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.scoring.cpu_use import CpuUse
+from pipeline.bench.cpu_use import CpuUse
 
 
 def table(result: dict[str, Any]) -> str:
