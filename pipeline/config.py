@@ -7,14 +7,23 @@ change, and the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.schema import model_columns
 
@@ -96,67 +105,52 @@ class ModelConfig(_Section):
         return model_columns(self.alias)
 
 
-class StatusFilter(_Section):
-    type: Literal["status"]
-    allow: list[str] = Field(default_factory=lambda: ["ok"], description="Row statuses to keep.")
+class FilterSpec(_Section):
+    """A filter's config: `type` names it, the rest are its own keys.
+
+    Each filter is one file in `pipeline/filters/` that holds its spec (a subclass
+    with `type: Literal["its_name"]`) beside its policy, and registers both by
+    that type. Validating a `FilterSpec` validates the registered spec of its
+    type, so unknown types and keys fail with the filter's own key names."""
+
+    type: str
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_its_type(cls, data: Any, handler: Any) -> Any:
+        if cls is not FilterSpec or not isinstance(data, dict):
+            return handler(data)
+        known = filter_specs()
+        kind = data.get("type")
+        if kind not in known:
+            raise ValueError(
+                f"unknown filter type {kind!r} (known: {', '.join(sorted(known))})"
+                if kind is not None
+                else f"a filter needs a type (one of: {', '.join(sorted(known))})"
+            )
+        return known[kind].model_validate(data)
 
 
-class CaptionFilter(_Section):
-    type: Literal["caption"]
-    min_words: int = Field(default=0, ge=0)
-    min_chars: int = Field(default=0, ge=0)
-    max_chars: int | None = Field(default=None, gt=0)
+_FILTER_SPECS: dict[str, type[FilterSpec]] = {}
+# Where the built-in filters live: the package imports each of its filter files.
+FILTERS_PACKAGE = "pipeline.filters"
 
 
-class ScoreThresholdFilter(_Section):
-    type: Literal["score_threshold"]
-    alias: str = "clip"
-    value: float = Field(ge=-1.0, le=1.0)
+def filter_type(spec: type[FilterSpec]) -> str:
+    return get_args(spec.model_fields["type"].annotation)[0]
 
 
-class ScoreTopFractionFilter(_Section):
-    type: Literal["score_top_fraction"]
-    alias: str = "clip"
-    fraction: float = Field(gt=0.0, le=1.0)
+def register_filter(spec: type[FilterSpec]) -> None:
+    """Make `spec` the config of filters of its type (its `type` field's one literal)."""
+    _FILTER_SPECS[filter_type(spec)] = spec
 
 
-class ImageSizeFilter(_Section):
-    type: Literal["image_size"]
-    min_side: int = Field(default=0, ge=0)
-    max_aspect_ratio: float | None = Field(default=None, ge=1.0)
-
-
-class LanguageFilter(_Section):
-    type: Literal["language"]
-    languages: list[str] = Field(min_length=1, description="ISO 639-1 codes, e.g. [en, de].")
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-
-
-class ExactDedupFilter(_Section):
-    type: Literal["exact_dedup"]
-    by: Literal["sha256", "url"] = "sha256"
-    column: str | None = Field(default=None, description="Defaults to the img2dataset column.")
-
-
-class SemanticDedupFilter(_Section):
-    type: Literal["semantic_dedup"]
-    alias: str = "clip"
-    eps: float = Field(default=0.05, gt=0.0, lt=1.0, description="Duplicates: cosine >= 1 - eps.")
-    cluster_size: int = Field(default=5000, ge=2, description="Target rows per k-means cluster.")
-    seed: int = 0
-
-
-FilterConfig = Annotated[
-    StatusFilter
-    | CaptionFilter
-    | ScoreThresholdFilter
-    | ScoreTopFractionFilter
-    | ImageSizeFilter
-    | LanguageFilter
-    | ExactDedupFilter
-    | SemanticDedupFilter,
-    Field(discriminator="type"),
-]
+def filter_specs() -> dict[str, type[FilterSpec]]:
+    """Every registered filter spec by type. The built-in filters register when their
+    package is imported, found here by name: config sits below the filters, which
+    import it, and so looks them up as a plugin registry would."""
+    importlib.import_module(FILTERS_PACKAGE)
+    return _FILTER_SPECS
 
 
 class DownloadConfig(_Section):
@@ -245,7 +239,8 @@ class WinnowConfig(_Section):
     input: InputConfig
     output: OutputConfig
     models: list[ModelConfig] = Field(min_length=1)
-    filters: list[FilterConfig] = Field(default_factory=list)
+    # Serialised as each filter's own spec, not as the base (which holds only `type`).
+    filters: list[SerializeAsAny[FilterSpec]] = Field(default_factory=list)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -269,11 +264,11 @@ class WinnowConfig(_Section):
                 )
         return self
 
-    def policies(self) -> list[Any]:
+    def policies(self) -> list[FilterSpec]:
         """The filters in order, with the status filter first unless the list places it."""
-        if any(isinstance(p, StatusFilter) for p in self.filters):
+        if any(p.type == "status" for p in self.filters):
             return list(self.filters)
-        return [StatusFilter(type="status"), *self.filters]
+        return [FilterSpec.model_validate({"type": "status"}), *self.filters]
 
     def added_columns(self) -> list[str]:
         names = [
@@ -305,39 +300,45 @@ def _sections(annotation: Any) -> list[type[BaseModel]]:
     return [section for arg in get_args(annotation) for section in _sections(arg)]
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed beside the last one of `loc` (a validation error's path); a filter's
-    own type's where the path names it. Empty where the path leads to no section."""
+def _known_keys(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys allowed beside the last one of `loc` (a validation error's path) in `data`;
+    a filter's own type's where the path leads into one. Empty where the path leads to no
+    section."""
     sections: list[type[BaseModel]] = [WinnowConfig]
+    node = data
     for part in loc[:-1]:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int):
             continue
         fields = [s.model_fields[part].annotation for s in sections if part in s.model_fields]
-        if fields:
-            sections = [section for field in fields for section in _sections(field)]
-        else:  # a tagged union's member, named in the path by its `type`
-            sections = [
-                s
-                for s in sections
-                if "type" in s.model_fields and part in get_args(s.model_fields["type"].annotation)
-            ]
+        sections = [section for field in fields for section in _sections(field)]
+    if sections == [FilterSpec] and isinstance(node, dict):
+        spec = filter_specs().get(node.get("type"))
+        sections = [spec] if spec else sections
     return list(dict.fromkeys(key for section in sections for key in section.model_fields))
 
 
-def _unknown_key(loc: tuple[Any, ...]) -> str:
-    keys = _known_keys(loc)
+def _has(node: dict | list, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _unknown_key(loc: tuple[Any, ...], data: Any) -> str:
+    keys = _known_keys(loc, data)
     close = get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean {close[0]}?"
     return f"unknown key (known here: {', '.join(keys)})" if keys else "unknown key"
 
 
-def format_validation_error(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError, data: Any = None) -> str:
+    """One line per error: its key, and what to change; `data` is what was validated."""
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"{key}: {_unknown_key(item['loc'])}")
+            lines.append(f"{key}: {_unknown_key(item['loc'], data)}")
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
@@ -390,7 +391,7 @@ def parse_config(data: Any, *, overrides: Iterable[str] = ()) -> WinnowConfig:
     try:
         return WinnowConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
+        raise ConfigError(format_validation_error(error, data)) from None
 
 
 def load_config(path: str | Path, *, overrides: Iterable[str] = ()) -> WinnowConfig:

@@ -163,3 +163,13 @@ def test_every_shipped_config_validates_and_names_weights_open_clip_knows(path):
         if model.pretrained and not (ROOT / model.pretrained).is_file():
             tags = open_clip().list_pretrained_tags_by_model(model.name)
             assert model.pretrained in tags, f"{path.name}: {model.pretrained} not in {tags}"
+
+
+def test_a_config_dumps_each_filter_with_its_own_keys():
+    """The run records its config, and reruns and the report read the filters back from it."""
+    data = base()
+    data["filters"] = [{"type": "score_threshold", "value": 0.2}, {"type": "caption"}]
+    dumped = parse_config(data).model_dump(mode="json")["filters"]
+    assert dumped[0] == {"type": "score_threshold", "alias": "clip", "value": 0.2}
+    assert dumped[1]["min_words"] == 0
+    assert parse_config({**base(), "filters": dumped}).model_dump(mode="json")["filters"] == dumped

@@ -5,6 +5,10 @@ fits state over the whole pool (a threshold over every score, the set of
 duplicates), then decides per row from that state. Policies run in order, each
 on the rows still kept, and a rejected row records the first policy that
 rejected it.
+
+A filter is one file in this package: its config spec (a `FilterSpec` with its
+own `type`) and its policy, declared as `class MyPolicy(Policy, spec=MySpec)`,
+which registers both under that type.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.config import WinnowConfig
-from pipeline.schema import ROW, SHARD_NAME
+from pipeline.config import FilterSpec, WinnowConfig, filter_type, register_filter
+from pipeline.schema import ROW, SHARD_NAME, score_column
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +38,18 @@ class Verdict:
         return cls(keep=np.asarray([r is None for r in reasons], bool), reasons=reasons)
 
 
+# Every filter's policy by its type, filled as the filter files are imported.
+POLICIES: dict[str, type[Policy]] = {}
+
+
 class Policy(ABC):
     """A row policy: `decide` sees a table of one shard's rows (scored columns + input columns)."""
+
+    def __init_subclass__(cls, spec: type[FilterSpec] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if spec is not None:
+            register_filter(spec)
+            POLICIES[filter_type(spec)] = cls
 
     def __init__(self, spec: Any, config: WinnowConfig) -> None:
         self.spec = spec
@@ -112,3 +127,9 @@ class DropListPolicy(PoolPolicy):
         return Verdict.from_reasons(
             [self.drops.get(n, {}).get(r) for n, r in zip(names, rows, strict=True)]
         )
+
+
+def scores_of(table: pa.Table, alias: str) -> np.ndarray:
+    """A model's scores as float64, NaN where a row has none."""
+    values = pc.fill_null(table[score_column(alias)], np.nan)
+    return np.asarray(values.to_numpy(zero_copy_only=False), np.float64)

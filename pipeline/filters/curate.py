@@ -14,34 +14,14 @@ import logging
 from typing import Any
 
 from pipeline.config import ConfigError, WinnowConfig
-from pipeline.dedup.exact import ExactDedupPolicy
-from pipeline.dedup.semantic import SemanticDedupPolicy
 from pipeline.filters.apply import ShardRef, filter_shard
-from pipeline.filters.base import Policy, PoolPolicy
-from pipeline.filters.policies import (
-    CaptionPolicy,
-    ImageSizePolicy,
-    LanguagePolicy,
-    ScoreThresholdPolicy,
-    StatusPolicy,
-)
-from pipeline.filters.pool import TopFractionPolicy, pool_dataset
+from pipeline.filters.base import POLICIES, Policy, PoolPolicy
+from pipeline.filters.pool import pool_dataset
 from pipeline.heartbeat import Tally, logged_every, so_far
 from pipeline.io.layout import FILTERED, REJECTED, OutputLayout
 from pipeline.io.shards import ShardFailure
 
 log = logging.getLogger(__name__)
-
-POLICIES: dict[str, type[Policy]] = {
-    "status": StatusPolicy,
-    "caption": CaptionPolicy,
-    "score_threshold": ScoreThresholdPolicy,
-    "score_top_fraction": TopFractionPolicy,
-    "image_size": ImageSizePolicy,
-    "language": LanguagePolicy,
-    "exact_dedup": ExactDedupPolicy,
-    "semantic_dedup": SemanticDedupPolicy,
-}
 
 
 def build_policies(config: WinnowConfig) -> list[Policy]:

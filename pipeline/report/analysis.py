@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.filters.pool import datacomp_threshold
+from pipeline.filters.score_top_fraction import datacomp_threshold
 
 LAION_B32 = 0.28
 DATACOMP_FRACTION = 0.3

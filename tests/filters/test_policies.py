@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.filters.apply import evaluate
 from pipeline.filters.curate import build_policies
-from pipeline.filters.pool import TopFractionPolicy
+from pipeline.filters.score_top_fraction import TopFractionPolicy
 from pipeline.schema import IMAGE_BYTES
 from tests.builders import jpeg
 

@@ -1,18 +1,26 @@
-"""Exact duplicates: the same image bytes (sha256) or the same URL; the smallest id is kept."""
+"""`exact_dedup`: exact duplicates, the same image bytes (sha256) or the same URL; the
+smallest id is kept."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from pipeline.config import WinnowConfig
+from pipeline.config import FilterSpec, WinnowConfig
 from pipeline.filters.base import DropListPolicy
 from pipeline.schema import ROW, SHARD_NAME
 
 
-class ExactDedupPolicy(DropListPolicy):
+class ExactDedupFilter(FilterSpec):
+    type: Literal["exact_dedup"]
+    by: Literal["sha256", "url"] = "sha256"
+    column: str | None = Field(default=None, description="Defaults to the img2dataset column.")
+
+
+class ExactDedupPolicy(DropListPolicy, spec=ExactDedupFilter):
     def __init__(self, spec: Any, config: WinnowConfig) -> None:
         super().__init__(spec, config)
         self.key = spec.column or spec.by

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import parse_config
-from pipeline.dedup.semantic import spherical_kmeans
+from pipeline.filters.semantic_dedup import spherical_kmeans
 from pipeline.run import run
 from pipeline.synth.scenes import Scene, render
 from tests.builders import DEMO_CHECKPOINT, row, write_shard

@@ -1,4 +1,5 @@
-"""Near-duplicate images, SemDeDup-style: k-means clusters, then pairwise cosine within each.
+"""`semantic_dedup`: near-duplicate images, SemDeDup-style: k-means clusters, then
+pairwise cosine within each.
 
 A Ray job over the pool: the rows' image embeddings are clustered with a
 spherical k-means fitted on a sample, grouped by cluster (a Ray Data shuffle,
@@ -18,13 +19,14 @@ multiply-adds, minutes on a few nodes.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from pipeline.config import WinnowConfig
+from pipeline.config import FilterSpec, WinnowConfig
 from pipeline.filters.base import DropListPolicy
 from pipeline.schema import CLUSTER, ROW, SHARD_NAME, embedding_column
 
@@ -102,7 +104,15 @@ def _dedup_cluster(
     )
 
 
-class SemanticDedupPolicy(DropListPolicy):
+class SemanticDedupFilter(FilterSpec):
+    type: Literal["semantic_dedup"]
+    alias: str = "clip"
+    eps: float = Field(default=0.05, gt=0.0, lt=1.0, description="Duplicates: cosine >= 1 - eps.")
+    cluster_size: int = Field(default=5000, ge=2, description="Target rows per k-means cluster.")
+    seed: int = 0
+
+
+class SemanticDedupPolicy(DropListPolicy, spec=SemanticDedupFilter):
     def __init__(self, spec: Any, config: WinnowConfig) -> None:
         super().__init__(spec, config)
         self.column = embedding_column(spec.alias, "image")
