@@ -74,6 +74,8 @@ def _choices(config: type[BaseModel], field: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pipeline.io.formats import export_formats
+
     parser = argparse.ArgumentParser(
         prog="winnow", description="Score and curate image-caption Parquet shards with CLIP."
     )
@@ -110,10 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     exporter.add_argument("output", help="the run's output root (output.path)")
     exporter.add_argument(
         "--format",
-        choices=["npy", "lance"],
+        choices=export_formats(),
         default="npy",
         dest="fmt",
-        help="npy: clip-retrieval's layout; lance: one table (default: %(default)s)",
+        help="npy: clip-retrieval's layout; lance: a Lance table; parquet: one file "
+        "(default: %(default)s)",
     )
     exporter.add_argument(
         "--output", dest="target", required=True, help="where to write the export"

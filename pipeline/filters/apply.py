@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
 from pipeline.filters.base import Policy
-from pipeline.io.layout import OutputLayout, parquet_options
+from pipeline.io.formats import ParquetWriter
+from pipeline.io.layout import OutputLayout
 from pipeline.io.reader import PIECE_BUFFER
 from pipeline.io.shards import SPAN_BYTES, open_fs, open_without_readahead
 from pipeline.schema import IMAGE_BYTES, ROW, SHARD_NAME, embedding_column, score_column
@@ -136,29 +137,6 @@ def output_columns(
     return inputs + added
 
 
-class _Output:
-    def __init__(self, layout: OutputLayout, final: str) -> None:
-        self.layout, self.final = layout, final
-        self.temporary = layout.temporary(final)
-        self.handle: Any = None
-        self.writer: pq.ParquetWriter | None = None
-
-    def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.handle = self.layout.fs.open(self.temporary, "wb")
-            self.writer = pq.ParquetWriter(
-                self.handle, table.schema, **parquet_options(table.schema)
-            )
-        self.writer.write_table(table)
-
-    def commit(self, schema: pa.Schema) -> None:
-        if self.writer is None:
-            self.write(schema.empty_table())
-        self.writer.close()
-        self.handle.close()
-        self.layout.commit(self.temporary, self.final)
-
-
 def filter_shard(ref: ShardRef, config: WinnowConfig, policies: list[Policy]) -> dict[str, Any]:
     """Write filtered/ (and rejected/) for one shard; return its filter stats."""
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
@@ -169,44 +147,47 @@ def filter_shard(ref: ShardRef, config: WinnowConfig, policies: list[Policy]) ->
     with fs.open(path, "rb") as handle:
         scored_schema = pq.read_schema(handle)
     columns = output_columns(config, scored_schema, input_schema)
-    kept_out = _Output(layout, layout.filtered(ref.name))
+    kept_out = ParquetWriter(fs=layout.fs, final=layout.filtered(ref.name))
     rejected_out = (
-        _Output(layout, layout.rejected(ref.name)) if config.output.write_rejected else None
+        ParquetWriter(fs=layout.fs, final=layout.rejected(ref.name))
+        if config.output.write_rejected
+        else None
     )
+    outputs = [kept_out, *([rejected_out] if rejected_out else [])]
     removed: Counter[str] = Counter()
     kept_rows = rejected_rows = 0
-    schema = None
-    for table in shard_tables(ref, config, columns=None, with_image=True):
-        table = (
-            table.drop_columns([config.input.image_column])
-            if config.input.image_column in table.column_names
-            else table
-        )
-        table = table.append_column(config.input.image_column, table[IMAGE_BYTES])
-        keep, rejected_by, reasons = evaluate(table, policies)
-        removed.update(r for r in rejected_by if r)
-        out = table.select(columns)
-        schema = out.schema
-        kept_out.write(out.filter(pa.array(keep)))
-        kept_rows += int(keep.sum())
-        rejected_rows += int((~keep).sum())
-        if rejected_out is not None:
-            drop = pa.array(~keep)
-            rejected = out.filter(drop)
-            rejected = rejected.append_column(
-                config.output.rejected_by_column, pa.array(rejected_by, pa.string()).filter(drop)
-            ).append_column(
-                config.output.reject_reason_column, pa.array(reasons, pa.string()).filter(drop)
+    try:
+        # A shard yields at least one table (an empty one if it has no rows), so each
+        # output is written at least once and has its schema.
+        for table in shard_tables(ref, config, columns=None, with_image=True):
+            table = (
+                table.drop_columns([config.input.image_column])
+                if config.input.image_column in table.column_names
+                else table
             )
-            rejected_out.write(rejected)
-    assert schema is not None
-    kept_out.commit(schema)
-    if rejected_out is not None:
-        extra = [
-            pa.field(config.output.rejected_by_column, pa.string()),
-            pa.field(config.output.reject_reason_column, pa.string()),
-        ]
-        rejected_out.commit(pa.schema([*schema, *extra]))
+            table = table.append_column(config.input.image_column, table[IMAGE_BYTES])
+            keep, rejected_by, reasons = evaluate(table, policies)
+            removed.update(r for r in rejected_by if r)
+            out = table.select(columns)
+            kept_out.write(out.filter(pa.array(keep)))
+            kept_rows += int(keep.sum())
+            rejected_rows += int((~keep).sum())
+            if rejected_out is not None:
+                drop = pa.array(~keep)
+                rejected = out.filter(drop)
+                rejected = rejected.append_column(
+                    config.output.rejected_by_column,
+                    pa.array(rejected_by, pa.string()).filter(drop),
+                ).append_column(
+                    config.output.reject_reason_column, pa.array(reasons, pa.string()).filter(drop)
+                )
+                rejected_out.write(rejected)
+        for output in outputs:
+            output.commit()
+    except BaseException:
+        for output in outputs:
+            output.abort()
+        raise
     return {
         "kept": kept_rows,
         "rejected": rejected_rows,

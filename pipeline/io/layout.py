@@ -60,6 +60,17 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {"use_dictionary": scalars, "write_statistics": scalars, "write_batch_size": 16}
 
 
+def temporary_name(final: str) -> str:
+    """A dot-name beside `final`, unique to this attempt: a rerun removes such leftovers."""
+    folder, base = posixpath.split(final)
+    return posixpath.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def commit_file(fs: AbstractFileSystem, temporary: str, final: str) -> None:
+    """Move a finished file into place (a copy and a delete on S3), retrying transient errors."""
+    retrying(lambda: fs.mv(temporary, final), what=f"committing {final}")
+
+
 class OutputLayout:
     def __init__(self, *, root: str, storage_options: dict[str, Any]) -> None:
         self.fs: AbstractFileSystem
@@ -90,11 +101,10 @@ class OutputLayout:
             self.fs.makedirs(self.path(folder), exist_ok=True)
 
     def temporary(self, final: str) -> str:
-        folder, base = posixpath.split(final)
-        return posixpath.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+        return temporary_name(final)
 
     def commit(self, temporary: str, final: str) -> None:
-        retrying(lambda: self.fs.mv(temporary, final), what=f"committing {final}")
+        commit_file(self.fs, temporary, final)
 
     def discard(self, temporary: str) -> None:
         if self.fs.exists(temporary):

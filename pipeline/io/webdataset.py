@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ConfigError, InputConfig
 from pipeline.heartbeat import Tally, logged_every
-from pipeline.io.layout import STAGED, OutputLayout, parquet_options
+from pipeline.io.formats import ParquetWriter
+from pipeline.io.layout import STAGED, OutputLayout
 from pipeline.io.retry import retrying
 from pipeline.io.shards import (
     GLOB_CHARS,
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 FINGERPRINT_KEY = b"winnow_staged_from"
+# Rows per row group of a staged copy: each read task then takes a batch's worth or less.
+STAGED_ROWS = 1024
 # Tars staged at once: each holds its tar's bytes twice in the driver (samples, then table).
 STAGING_THREADS = 4
 BLOCK = tarfile.BLOCKSIZE
@@ -128,13 +131,14 @@ def _stage_one(fs: Any, path: str, source: InputConfig, layout: OutputLayout) ->
             f"unreadable WebDataset tar: {type(error).__name__}: {error}; "
             "fetch it again or leave it out of input.path",
         )
+    table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
+    writer = ParquetWriter(fs=layout.fs, final=target, schema=table.schema)
     try:
-        temporary = layout.temporary(target)
-        with layout.fs.open(temporary, "wb") as handle:
-            table = table.replace_schema_metadata({FINGERPRINT_KEY: stamp})
-            pq.write_table(table, handle, row_group_size=1024, **parquet_options(table.schema))
-        layout.commit(temporary, target)
+        for start in range(0, max(table.num_rows, 1), STAGED_ROWS):
+            writer.write(table.slice(start, STAGED_ROWS))
+        writer.commit()
     except Exception as error:  # as a scored shard that cannot be written fails alone
+        writer.abort()
         return _failed(name, url, f"cannot write its staged copy {target}: {error}")
     return layout.url(STAGED, f"{name}.parquet")
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.config import WinnowConfig
-from pipeline.io.layout import OutputLayout, parquet_options
+from pipeline.io.formats import ParquetWriter
+from pipeline.io.layout import OutputLayout
 from pipeline.io.reader import read_input_pieces, read_input_row_groups
 from pipeline.io.shards import Shard, Span, span_rows
 from pipeline.io.stats import ShardStats
@@ -80,8 +80,9 @@ class ShardWriter:
         self.schema = output_schema(shard.schema, config, dims, metadata)
         added = set(config.added_columns())
         self.input_columns = [name for name in self.schema.names if name not in added]
-        self.final = layout.scored(shard.name)
-        self.temporary = layout.temporary(self.final)
+        self.output = ParquetWriter(
+            fs=layout.fs, final=layout.scored(shard.name), schema=self.schema
+        )
         self.spans = shard.spans(rows=span_rows(config))
         self.ahead = READ_AHEAD_ROWS if not config.output.keep_image_bytes else 0
         self.inputs: tuple[int, pa.Table] | None = None  # (first row, rows read ahead)
@@ -93,8 +94,6 @@ class ShardWriter:
         self.written = 0  # rows written
         self.stats = ShardStats()
         self.started: float | None = None
-        self._handle: Any = None
-        self._writer: pq.ParquetWriter | None = None
 
     @property
     def done(self) -> bool:
@@ -139,7 +138,7 @@ class ShardWriter:
             status_column=self.config.output.status_column,
             aliases=[m.alias for m in self.config.models],
         )
-        self._open().write_table(table)
+        self.output.write(table)
 
     def _inputs(self, span: Span, rows: int) -> pa.Table:
         """The span's other input columns for its next `rows` rows to write. `span` is
@@ -210,32 +209,16 @@ class ShardWriter:
         self.pieces = (first, tables, [table.slice(rows)])
         return table.slice(0, rows)
 
-    def _open(self) -> pq.ParquetWriter:
-        if self._writer is None:
-            self._handle = self.layout.fs.open(self.temporary, "wb")
-            self._writer = pq.ParquetWriter(
-                self._handle, self.schema, **parquet_options(self.schema)
-            )
-        return self._writer
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._handle.close()
-            self._writer = self._handle = None
-
     def commit(self) -> dict[str, Any]:
         """Move the finished file into place, then write the stats marker that commits it."""
         if not self.done:
             raise ShardError(f"only {self.next_row} of {self.shard.num_rows} rows were scored")
-        self._open()
-        self._close()
-        self.layout.commit(self.temporary, self.final)
+        self.output.commit()
         record = {
             "shard": self.shard.name,
             "input": self.shard.url,
             "input_fingerprint": self.shard.fingerprint,
-            "output": self.layout.fs.unstrip_protocol(self.final),
+            "output": self.layout.fs.unstrip_protocol(self.output.final),
             "committed_at": datetime.now(timezone.utc).isoformat(),
             "seconds": round(time.monotonic() - (self.started or time.monotonic()), 3),
             "models": self.models,
@@ -245,5 +228,4 @@ class ShardWriter:
         return record
 
     def abort(self) -> None:
-        self._close()
-        self.layout.discard(self.temporary)
+        self.output.abort()

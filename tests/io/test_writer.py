@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import parse_config
+from pipeline.io import formats
 from pipeline.io import writer as writer_module
 from pipeline.io.layout import SCORED, STATS, OutputLayout
 from pipeline.io.shards import discover
@@ -193,15 +194,15 @@ def test_shards_commit_in_order_while_the_next_rows_are_written(tmp_path, monkey
     ]
     sink = sink_for(tmp_path, sources)
     events: list[tuple[str, str]] = []
-    move = OutputLayout.commit
+    move = formats.commit_file
 
-    def slow(layout, temporary, final):
+    def slow(fs, temporary, final):
         if "/scored/" in final:
             time.sleep(0.3)
             events.append(("moved", final[-13:-8]))
-        move(layout, temporary, final)
+        move(fs, temporary, final)
 
-    monkeypatch.setattr(OutputLayout, "commit", slow)
+    monkeypatch.setattr(formats, "commit_file", slow)
 
     def outputs():
         for shard in range(3):
@@ -220,14 +221,14 @@ def test_a_shard_that_cannot_be_committed_fails_alone(tmp_path, monkeypatch):
         for i in range(3)
     ]
     sink = sink_for(tmp_path, sources)
-    move = OutputLayout.commit
+    move = formats.commit_file
 
-    def refused(layout, temporary, final):
+    def refused(fs, temporary, final):
         if final.endswith("/scored/00001.parquet"):
             raise PermissionError("access denied")
-        move(layout, temporary, final)
+        move(fs, temporary, final)
 
-    monkeypatch.setattr(OutputLayout, "commit", refused)
+    monkeypatch.setattr(formats, "commit_file", refused)
     sink.consume(model_output(shard, 0, 10) for shard in range(3))
     assert [record["shard"] for record in sink.committed] == ["00000", "00002"]
     (failure,) = sink.failures
