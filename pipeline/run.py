@@ -24,7 +24,7 @@ from pipeline.io.layout import SCORED, SUMMARY, OutputLayout
 from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
-from pipeline.models.loader import check_model, describe, resolve_precision
+from pipeline.models.encoder import encoder_for, resolve_precision
 from pipeline.report.summary import build_summary
 from pipeline.scoring.job import Scoring, score_shards
 from pipeline.scoring.placement import alive_nodes, device_of
@@ -114,7 +114,9 @@ def preflight(config: WinnowConfig) -> list[str]:
     warnings = []
     for index, model in enumerate(config.models):
         key = f"models.{index}"
-        warnings += check_model(model, name_key=f"{key}.name", pretrained_key=f"{key}.pretrained")
+        warnings += encoder_for(model).check(
+            model, name_key=f"{key}.name", pretrained_key=f"{key}.pretrained"
+        )
     return warnings
 
 
@@ -127,7 +129,7 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         for warning in preflight(config):
             log.warning(warning)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
-    models = [describe(m) for m in config.models]
+    models = [encoder_for(m).describe(m) for m in config.models]
     # What can be refused is refused before anything is written.
     if config.input.format == "webdataset":
         from pipeline.io.webdataset import find_tars

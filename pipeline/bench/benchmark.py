@@ -38,13 +38,7 @@ from pipeline.config import (
 )
 from pipeline.heartbeat import logged_every, so_far
 from pipeline.io.shards import discover, span_rows
-from pipeline.models.loader import (
-    check_model,
-    get_tokenizer,
-    load_model,
-    resolve_precision,
-    tokenizer_name,
-)
+from pipeline.models.encoder import encoder_for, resolve_precision
 from pipeline.scoring.placement import ActorPlan, plan_actors, single_node
 from pipeline.synth.web_pairs import WebPairsSpec, web_pairs
 
@@ -120,22 +114,22 @@ def towers_rate(
     if threads:
         torch.set_num_threads(threads)
     config = _model(spec)
-    loaded = load_model(config, device=device)
-    size = loaded.model.visual.image_size
-    side = size if isinstance(size, int) else size[0]
+    family = encoder_for(config)
+    encoder = family.load(config, device=device)
     rows = max(calls)
-    pixels = torch.randn(rows, 3, side, side, device=device, dtype=loaded.dtype)
-    tokens = get_tokenizer(tokenizer_name(config))(["a photo of a cat"] * rows).to(device)
+    pixels = torch.randn(rows, 3, *encoder.image_size, device=device, dtype=encoder.dtype)
+    ids = family.tokenizer(family.tokenizer_key(config))(["a photo of a cat"] * rows)
+    tokens = torch.from_numpy(ids).long().to(device)
     with torch.inference_mode():
-        loaded.model.encode_image(pixels)
-        loaded.model.encode_text(tokens)
+        encoder.encode_images(pixels)
+        encoder.encode_texts(tokens)
         synchronise(device)
         if start is not None:
             start.wait()
         started = time.perf_counter()
         for call in calls:
-            loaded.model.encode_image(pixels[:call])
-            loaded.model.encode_text(tokens[:call])
+            encoder.encode_images(pixels[:call])
+            encoder.encode_texts(tokens[:call])
         synchronise(device)
     return sum(calls) / (time.perf_counter() - started)
 
@@ -207,7 +201,7 @@ def path_difference(folder: Path, spec: BenchSpec, device: str) -> dict[str, flo
         config = _config(folder, "unused", spec, decode=decode)
         torch.manual_seed(spec.data.seed)  # the same random weights for both, where none are given
         scorer = scorer_for(config, device=device)
-        if decode == "tensor" and scorer.jpeg_device is None:
+        if decode == "tensor" and scorer.preparer.jpeg_device is None:
             return None
         out = score_table(rows, config, scorer)
         scores.append(np.asarray(out["clip_score"].to_numpy(zero_copy_only=False), np.float64))
@@ -253,7 +247,8 @@ def _step(what: str, measure: Callable[[], T], *, heartbeat: bool = True) -> T:
 
 def benchmark(spec: BenchSpec, *, workdir: Path) -> dict[str, Any]:
     # Checked as a job checks its config, before minutes of data and measurements.
-    check_model(_model(spec), name_key="--model", pretrained_key="--pretrained")
+    config = _model(spec)
+    encoder_for(config).check(config, name_key="--model", pretrained_key="--pretrained")
     device = _device(spec)
     plan = layout(spec, device)
     data = workdir / "shards"

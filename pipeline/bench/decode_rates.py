@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import ImagesConfig, ModelConfig
 from pipeline.images.decode import decode_image
-from pipeline.models.loader import load_model
+from pipeline.models.encoder import encoder_for
 from pipeline.status import RowStatus
 
 
@@ -48,7 +48,7 @@ def decode_only(folder: Path, model: ModelConfig, *, count: int, seconds: float 
     """
     import torch
 
-    preprocess = load_model(model, device="cpu").preprocess
+    preprocess = encoder_for(model).load(model, device="cpu").pil_preprocess()
     images = sample_jpegs(folder, count)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -101,11 +101,11 @@ def decode_tensor(
     chunked one (`TensorPreprocess(batched=False)`), for the ratio in one run.
     """
     from pipeline.images.encoded import ImageBytes
-    from pipeline.images.tensor import TensorPreprocess, decode_jpegs
+    from pipeline.images.tensor import decode_jpegs
     from pipeline.schema import IMAGE
-    from pipeline.scoring.scorer import check_rows
+    from pipeline.scoring.checks import check_rows
 
-    step = TensorPreprocess.of(load_model(model, device="cpu").model)
+    step = encoder_for(model).load(model, device="cpu").tensor_preprocess()
     if step is None:
         return None
     images = sample_jpegs(folder, count)

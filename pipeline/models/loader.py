@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.config import ModelConfig
 from pipeline.models.architectures import CONFIG_DIR, architecture
+from pipeline.models.encoder import resolve_precision
 
 HF_HUB = "hf-hub:"
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -29,12 +30,6 @@ def open_clip() -> Any:
 
     module.add_model_config(CONFIG_DIR)
     return module
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    return precision
 
 
 def model_identifier(config: ModelConfig) -> tuple[str, str | None]:

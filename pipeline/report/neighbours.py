@@ -21,15 +21,17 @@ def text_vector(run: Run, alias: str, query: str) -> np.ndarray:
     """The run's own model, loaded on the CPU, encodes `query`."""
     import torch
 
-    from pipeline.models.loader import get_tokenizer, load_model, tokenizer_name
+    from pipeline.models.encoder import encoder_for
 
     info = next(m for m in run.summary["models"] if m["alias"] == alias)
     config = ModelConfig(
         alias=alias, name=info["name"], pretrained=info["pretrained"], precision="fp32"
     )
-    loaded = load_model(config, device="cpu")
+    family = encoder_for(config)
+    encoder = family.load(config, device="cpu")
+    tokens = torch.from_numpy(family.tokenizer(family.tokenizer_key(config))([query]))
     with torch.inference_mode():
-        vector = loaded.model.encode_text(get_tokenizer(tokenizer_name(config))([query]))[0]
+        vector = encoder.encode_texts(tokens.long())[0]
     return (vector / vector.norm()).numpy().astype(np.float32)
 
 

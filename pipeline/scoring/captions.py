@@ -6,15 +6,11 @@ parallel tasks, and only token ids (a few hundred bytes a row) reach the actor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
-
 import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.models.loader import get_tokenizer, tokenizer_name
-from pipeline.models.tokenizer import plain_clip_bpe
+from pipeline.models.encoder import encoder_for
 from pipeline.schema import CAPTION, CAPTION_ERROR, CAPTION_STATUS, tokens_column
 from pipeline.status import RowStatus
 
@@ -35,18 +31,9 @@ def check_caption(data: bytes | None) -> tuple[str, RowStatus, str | None]:
     return text[:MAX_CAPTION_CHARS], RowStatus.OK, None
 
 
-@cache
-def _tokenizer(name: str) -> Callable[[list[str]], np.ndarray]:
-    """CLIP's own BPE without torch where open_clip would use it; else open_clip's."""
-    plain = plain_clip_bpe(name)
-    if plain is not None:
-        return plain
-    tokenizer = get_tokenizer(name)
-    return lambda texts: tokenizer(texts).numpy().astype(np.int32)
-
-
-def tokenize(texts: list[str], model_name: str) -> np.ndarray:
-    return _tokenizer(model_name)(texts)
+def tokenize(texts: list[str], model: ModelConfig) -> np.ndarray:
+    family = encoder_for(model)
+    return family.tokenizer(family.tokenizer_key(model))(texts)
 
 
 def tokenize_stage(table: pa.Table, *, models: list[ModelConfig]) -> pa.Table:
@@ -56,11 +43,15 @@ def tokenize_stage(table: pa.Table, *, models: list[ModelConfig]) -> pa.Table:
     table = table.drop_columns([CAPTION])
     table = table.append_column(CAPTION_STATUS, pa.array([s.value for _, s, _ in checked]))
     table = table.append_column(CAPTION_ERROR, pa.array([e for _, _, e in checked], pa.string()))
-    for name in dict.fromkeys(tokenizer_name(m) for m in models):
-        ids = tokenize(texts, name)
+    # Models whose family and tokenizer are the same share one tokenization.
+    groups: dict[tuple[type, str], list[ModelConfig]] = {}
+    for model in models:
+        family = encoder_for(model)
+        groups.setdefault((family, family.tokenizer_key(model)), []).append(model)
+    for (family, key), members in groups.items():
+        ids = family.tokenizer(key)(texts)
         flat = pa.array(ids.reshape(-1), pa.int32())
         column = pa.FixedSizeListArray.from_arrays(flat, ids.shape[1])
-        for model in models:
-            if tokenizer_name(model) == name:
-                table = table.append_column(tokens_column(model.alias), column)
+        for model in members:
+            table = table.append_column(tokens_column(model.alias), column)
     return table

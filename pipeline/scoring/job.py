@@ -19,7 +19,7 @@ from pipeline.interrupt import interruptible
 from pipeline.io.layout import OutputLayout
 from pipeline.io.shards import Shard, ShardFailure, span_rows
 from pipeline.io.sink import ShardSink
-from pipeline.models.loader import embedding_dim
+from pipeline.models.encoder import encoder_for
 from pipeline.scoring.clock import StreamClock
 from pipeline.scoring.dataset import build_dataset, scored_blocks
 from pipeline.scoring.placement import (
@@ -78,7 +78,7 @@ def score_shards(
         total_shards=len(todo),
         committed=scoring.committed,
     )
-    dims = {m.alias: embedding_dim(m) for m in config.models}
+    dims = {m.alias: encoder_for(m).width(m) for m in config.models}
     remaining = todo
     while remaining:
         sink = ShardSink(

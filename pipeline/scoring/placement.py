@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.config import RayConfig
-from pipeline.scoring.scorer import GPU_PIL_THREADS
+from pipeline.scoring.prepare import GPU_PIL_THREADS
 
 READ_CPUS = 0.5
 # A reader process reads and tokenizes about 3,000 web-like pairs/s on one core (reading

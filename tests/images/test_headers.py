@@ -9,7 +9,8 @@ from pipeline.config import parse_config
 from pipeline.images import encoded, headers
 from pipeline.images.headers import Headers, header_stage
 from pipeline.schema import BATCH_JPEG, HEIGHT, IMAGE, PROGRESSIVE, WIDTH
-from pipeline.scoring import scorer as scorer_module
+from pipeline.scoring import checks as checks_module
+from pipeline.scoring import prepare as prepare_module
 from pipeline.scoring.local import actor_input, scorer_for
 from tests.builders import (
     DEMO_CHECKPOINT,
@@ -84,7 +85,7 @@ def test_the_actor_decides_by_the_columns_and_parses_no_header(monkeypatch, deco
     def refuse(*_: object) -> None:
         raise AssertionError("the actor parsed a header")
 
-    for module in (encoded, headers, scorer_module):
+    for module in (encoded, headers, checks_module, prepare_module):
         monkeypatch.setattr(module, "jpeg_frame", refuse, raising=False)
     monkeypatch.setattr(headers, "declared_size", refuse)
     prepared = scorer.prepare(inputs)

@@ -16,8 +16,8 @@ from pipeline.bench.decode_rates import actor_rows
 from pipeline.config import ImagesConfig, parse_config
 from pipeline.images.decode import decode_image
 from pipeline.images.tensor import STACK_CHUNK, TensorPreprocess, decode_jpegs
+from pipeline.scoring.checks import check_rows
 from pipeline.scoring.local import score_table, scorer_for
-from pipeline.scoring.scorer import check_rows
 from pipeline.synth.dataset import SynthSpec, generate_rows
 from tests.builders import (
     DEMO_CHECKPOINT,
@@ -188,10 +188,10 @@ def test_batched_decode_turns_images_by_their_orientation_as_pil_does(device):
 def test_pil_rows_decode_beside_the_batched_decode_and_take_what_it_refuses(monkeypatch):
     """Rows the batched decoder does not take (a PNG) are on the pool before it starts, so
     its decode overlaps theirs; a JPEG it refuses goes to PIL after it."""
-    import pipeline.scoring.scorer as scorer
+    import pipeline.scoring.checks as checks_module
 
     pil_started, waited = threading.Event(), []
-    real_pil, real_batched = scorer.decode_image, scorer.decode_jpegs
+    real_pil, real_batched = checks_module.decode_image, checks_module.decode_jpegs
 
     def pil(data, **options):
         pil_started.set()
@@ -202,8 +202,8 @@ def test_pil_rows_decode_beside_the_batched_decode_and_take_what_it_refuses(monk
         decoded = real_batched(encoded, device)
         return [None, *decoded[1:]]  # refuses the first
 
-    monkeypatch.setattr(scorer, "decode_image", pil)
-    monkeypatch.setattr(scorer, "decode_jpegs", batched)
+    monkeypatch.setattr(checks_module, "decode_image", pil)
+    monkeypatch.setattr(checks_module, "decode_jpegs", batched)
     images = [jpeg(1, (48, 32)), encode(photo(2, (48, 32)), "PNG"), jpeg(3, (48, 32))]
     with ThreadPoolExecutor(2) as pool:
         checks = check_rows(
@@ -220,16 +220,16 @@ def test_on_a_gpu_progressive_jpegs_go_to_the_decode_threads(monkeypatch, device
     """torchvision decodes a progressive JPEG on a GPU one at a time, on one host thread
     under a lock; there the decode threads take it. On the CPU libjpeg decodes it in the
     batch like any other. (The batched decoder runs on the CPU here, as if on `device`.)"""
-    import pipeline.scoring.scorer as scorer
+    import pipeline.scoring.checks as checks_module
 
-    real, taken = scorer.decode_jpegs, []
+    real, taken = checks_module.decode_jpegs, []
 
     def batched_decode(encoded, on):
         taken.append(on)
         taken.extend(bytes(tensor.numpy()) for tensor in encoded)
         return real(encoded, "cpu")
 
-    monkeypatch.setattr(scorer, "decode_jpegs", batched_decode)
+    monkeypatch.setattr(checks_module, "decode_jpegs", batched_decode)
     images = [jpeg(1, (48, 32)), encode(photo(2, (48, 32)), "JPEG", progressive=True)]
     images.append(jpeg(3, (48, 32)))
     checks = check_rows(actor_rows(images), ImagesConfig(decode="tensor"), jpeg_device=device)

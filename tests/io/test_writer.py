@@ -16,7 +16,7 @@ from pipeline.io.layout import SCORED, STATS, OutputLayout
 from pipeline.io.shards import discover
 from pipeline.io.sink import ShardSink
 from pipeline.schema import ERROR, ROW, SHARD, STATUS
-from pipeline.scoring.scorer import embedding_array
+from pipeline.scoring.towers import embedding_array
 from tests.builders import IMG2DATASET_SCHEMA, good_rows, write_shard
 
 DIM = 4

@@ -23,7 +23,7 @@ def test_long_caption_is_truncated_by_the_tokenizer_not_refused():
     huge = "word " * 200_000
     text, status, _ = check_caption(huge.encode())
     assert status is RowStatus.OK
-    ids = tokenize([text], TINY)
+    ids = tokenize([text], ModelConfig(name=TINY))
     assert ids.shape == (1, 77)
     assert ids[0, -1] != 0  # filled to the end, EOT included by truncation
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import parse_config
+from pipeline.scoring.checks import pixel_parts
 from pipeline.scoring.local import actor_input, score_table, scorer_for
-from pipeline.scoring.scorer import pixel_parts
 from pipeline.synth.dataset import IMG2DATASET_SCHEMA
 from tests.builders import TINY, bomb_png, encode, jpeg, photo, row
 from tests.images.devices import DEVICES
@@ -102,14 +102,14 @@ def test_pil_rows_decoded_on_the_threads_configured_score_as_on_one(tiny_checkpo
     for threads in (1, 3):
         config = _config(tiny_checkpoint, decode="pil", budget=WHOLE, decode_threads=threads)
         scorer = scorer_for(config)
-        assert scorer.decode_threads == threads
-        used[threads], preprocess = set(), scorer._preprocessed
+        assert scorer.preparer.decode_threads == threads
+        used[threads], preprocess = set(), scorer.preparer._preprocessed
 
         def traced(image, names=used[threads], preprocess=preprocess):
             names.add(current_thread().name)
             return preprocess(image)
 
-        scorer._preprocessed = traced
+        scorer.preparer._preprocessed = traced
         out[threads] = score_table(table, config, scorer)
     assert used[1] == {"MainThread"}
     assert used[3] and all(name.startswith("decode") for name in used[3]), used[3]

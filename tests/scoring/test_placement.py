@@ -17,7 +17,7 @@ from pipeline.scoring.placement import (
     plan_actors,
     single_node,
 )
-from pipeline.scoring.scorer import GPU_PIL_THREADS
+from pipeline.scoring.prepare import GPU_PIL_THREADS
 
 
 def _reserved(plan: ActorPlan) -> float:

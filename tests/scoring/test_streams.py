@@ -35,7 +35,7 @@ def gpu_scorer_and_batches(checkpoint, shards: int = 1):
         table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in good_rows(shard, 40)])
         batches.append(actor_input(table, config, shard=shard))
     scorer = scorer_for(config, device="cuda")
-    assert scorer.jpeg_device == "cuda"  # nvJPEG and the chunked resize, not PIL
+    assert scorer.preparer.jpeg_device == "cuda"  # nvJPEG and the chunked resize, not PIL
     return scorer, batches
 
 
@@ -61,13 +61,13 @@ def test_the_towers_wait_for_a_batch_still_being_prepared(tiny_checkpoint):
     expected = scores(scorer, batch)
     assert not np.allclose(scores(scorer, other), expected, atol=1e-4)
     torch.cuda.synchronize()
-    step = scorer.tensor_steps[0]
+    step = scorer.preparer.tensor_steps[0]
 
     def slow_step(images, device):
         torch.cuda._sleep(LONG)  # on the preparing stream: the resize is queued behind it
         return step(images, device)
 
-    scorer.tensor_steps = [slow_step]
+    scorer.preparer.tensor_steps = [slow_step]
     np.testing.assert_allclose(scores(scorer, batch), expected, atol=1e-4)
 
 

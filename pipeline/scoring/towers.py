@@ -1,0 +1,105 @@
+"""The towers and the columns they make: a prepared batch through each encoder, one batch at
+a time, into L2-normalised embeddings, cosine scores and the actor's output columns."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import ModelConfig
+from pipeline.models.encoder import Encoder
+from pipeline.schema import ERROR, ROW, SHARD, STATUS, embedding_column, score_column
+from pipeline.scoring.prepare import Prepared
+from pipeline.scoring.streams import hand_over
+from pipeline.status import RowStatus
+
+
+def embedding_array(
+    vectors: np.ndarray, rows: np.ndarray, num_rows: int, dim: int, dtype: str
+) -> pa.Array:
+    """A fixed-size-list column with a null for every row the tower did not see."""
+    values = np.zeros((num_rows, dim), dtype=dtype)
+    values[rows] = vectors
+    valid = np.zeros(num_rows, bool)
+    valid[rows] = True
+    flat = pa.array(values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~valid))
+
+
+class Towers:
+    """The encoders on their device. One batch is in them at a time, which bounds device
+    memory by the batch size while the next batch is prepared beside it."""
+
+    def __init__(
+        self,
+        *,
+        encoders: list[Encoder],
+        configs: list[ModelConfig],
+        device: str,
+        embedding_dtype: str,
+    ) -> None:
+        self.encoders, self.configs = encoders, configs
+        self.device, self.embedding_dtype = device, embedding_dtype
+        self.lock = threading.Lock()
+
+    def encode(self, prepared: Prepared) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each encoder's (image, text) embeddings of the rows each tower takes."""
+        with self.lock:
+            hand_over(prepared.ready, prepared.pixels)
+            return [
+                self._encode(encoder, config.batch_size, pixels, tokens)
+                for encoder, config, pixels, tokens in zip(
+                    self.encoders, self.configs, prepared.pixels, prepared.tokens, strict=True
+                )
+            ]
+
+    def _encode(
+        self, encoder: Encoder, size: int, pixels: Any, tokens: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        def run(encode: Any, inputs: Any, dtype: Any = None) -> np.ndarray:
+            if inputs is None:
+                return np.zeros((0, encoder.dim), np.float32)
+            out = []
+            for start in range(0, inputs.shape[0], size):
+                chunk = inputs[start : start + size].to(self.device, dtype, non_blocking=True)
+                out.append(F.normalize(encode(chunk).float(), dim=-1).cpu())
+            return torch.cat(out).numpy()
+
+        with torch.inference_mode():
+            image = run(encoder.encode_images, pixels, encoder.dtype)
+            text = run(encoder.encode_texts, tokens)
+        return image, text
+
+    def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+        """The actor's output: row ids, status and error, then each model's score and
+        embeddings (null where a row has none)."""
+        table, checks = prepared.table, prepared.checks
+        num_rows = table.num_rows
+        columns: dict[str, pa.Array] = {
+            SHARD: table[SHARD].combine_chunks(),
+            ROW: table[ROW].combine_chunks(),
+            STATUS: pa.array(checks.status, pa.string()),
+            ERROR: pa.array(checks.error, pa.string()),
+        }
+        scored = np.asarray([s == RowStatus.OK for s in checks.status], bool)
+        for (image, text), encoder in zip(encoded, self.encoders, strict=True):
+            dim, alias = encoder.dim, encoder.alias
+            image_full = np.zeros((num_rows, dim), np.float32)
+            text_full = np.zeros((num_rows, dim), np.float32)
+            image_full[checks.image_rows] = image
+            text_full[checks.text_rows] = text
+            score = (image_full * text_full).sum(axis=1)
+            columns[score_column(alias)] = pa.array(score.astype(np.float32), mask=~scored)
+            columns[embedding_column(alias, "image")] = embedding_array(
+                image, checks.image_rows, num_rows, dim, self.embedding_dtype
+            )
+            columns[embedding_column(alias, "text")] = embedding_array(
+                text, checks.text_rows, num_rows, dim, self.embedding_dtype
+            )
+        return pa.table(columns)
