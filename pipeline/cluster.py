@@ -51,10 +51,9 @@ FIGURE = re.compile(r"\d+(\.\d+)?\s?([KMGT]i?B|B|s)?\b")
 
 class OnceEach(logging.Filter):
     """Lets each of Ray Data's issue warnings through once. Its detectors repeat theirs
-    every 30 s for as long as the issue lasts: a CPU actor holding ViT-B-32 (1.8-1.9 GiB,
-    over Ray Data's 2.4 GiB per reserved CPU, of which it reserves 0.75) got a 20-line
-    warning, and a line on how to turn the detectors off, every 30 s of the run. A
-    warning with other figures in it (and so wrapped elsewhere) is the same one."""
+    every 30 s for as long as the issue lasts (a model actor over Ray Data's 2.4 GiB per
+    reserved CPU gets a 20-line warning each time). A warning with other figures in it
+    (and so wrapped elsewhere) is the same one."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,9 +1,9 @@
 """Image headers read in the read tasks, as columns: each row's declared size, whether
 the batched JPEG decoder takes it, and whether it is a progressive JPEG.
 
-A GPU actor handles thousands of rows a second in one Python process. Walking
-every row's JPEG segments there cost it 5-10 us a row, and a PIL header for
-every other format more; read tasks run several to a GPU, so they read the
+A GPU actor handles thousands of rows a second in one Python process, where
+walking every row's JPEG segments (and a PIL header for other formats) would
+cost microseconds a row; read tasks run several to a GPU, so they read the
 headers and the actor reads their columns.
 """
 

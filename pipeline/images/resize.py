@@ -2,7 +2,7 @@
 
 A GPU actor that resizes image by image launches a few kernels per image from
 Python: host work that grows with the images, and the actor's host work per image
-is what bounded the GPU job when it was measured. torch's antialiased bicubic
+is what bounds a GPU job. torch's antialiased bicubic
 resize is separable: each output row is a weighted sum of input rows, each
 output column one of input columns, with PIL's weights. Written as matrices
 (zero outside the image and the crop), a chunk of differently sized images,

@@ -42,12 +42,11 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """How Winnow writes its Parquet so that a reader can take a row group in pieces.
 
     pyarrow's writer checks a page's size every `write_batch_size` values (1,024 unless
-    set), and makes a dictionary of the first values of each column. On 80 KB images that
-    was one 82 MB page plus an 82 MB dictionary page per 1,024 rows, each held whole to
-    read any row of it: reading such a row group 256 rows at a time peaked at 213 MB of
-    Arrow memory, against 52 MB in pages of 16 rows and no dictionary. Dictionaries and
-    statistics are kept for scalar columns only: on float16 embeddings they took most of
-    the write time (13k against 47k rows/s) and serve no reader."""
+    set), and makes a dictionary of the first values of each column: on 80 KB images,
+    an 82 MB page and an 82 MB dictionary page per 1,024 rows, each read whole to read
+    any row of it. Pages of 16 rows and no dictionary keep a piece's read small.
+    Dictionaries and statistics are kept for scalar columns only: on float16 embeddings
+    they took most of the write time and serve no reader."""
     scalars = [
         field.name
         for field in schema

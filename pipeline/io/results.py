@@ -158,8 +158,8 @@ class Run:
 def _images_at(parquet: pq.ParquetFile, column: str, rows: list[int]) -> list[Any]:
     """The image bytes of `column` at `rows` (None past the end). Each row group that holds
     some is read a piece at a time, up to the last of them: pyarrow's writer puts up to
-    1Mi rows in one. Two images near the start of a 240 MB row group took 650 MB of Arrow
-    memory read whole, and 93 MB so."""
+    1Mi rows in one, and a few images near the start of such a group are not worth
+    reading it whole."""
     starts = np.cumsum(
         [0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     )

@@ -25,9 +25,8 @@ from pipeline.io.retry import retrying
 GLOB_CHARS = set("*?[")
 # A span is consecutive row groups that one task reads and the writer joins and writes as
 # one, of about one model batch (`span_rows`). img2dataset writes a row group every 100
-# rows, and each read pays an open, a footer and a request per column: one read a row group
-# made 4,200 rows/s through two read tasks here, and 290 rows/s a task from a local S3
-# server, where the writer joined 330 rows/s; spans of ten made those 7,700, 1,000 and 1,700.
+# rows, and each read pays an open, a footer and a request per column, so one read a row
+# group would be bound by those (spans of ten read 1.8x as fast from disk, 3x from S3).
 # At most this many bytes (uncompressed, as the footer records them) in one, a larger row
 # group alone: what a read task holds (Ray Data's block size). Such a group (pyarrow's
 # writer puts up to 1Mi rows in one) is read and written in pieces of that size or a batch.
@@ -145,10 +144,9 @@ def open_fs(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSyst
 
 
 def open_without_readahead(fs: AbstractFileSystem, path: str) -> Any:
-    """A Parquet file opened for reading some of its column chunks. Without fsspec's
-    read-ahead: on object storage that fetched 50 MB (s3fs's block size) past each read,
-    so a 164 MB shard read as eleven spans' tasks fetched 536 MB from a local S3 server,
-    and the writer's narrow read of one large row group 53 MB for 0.3 MB of columns."""
+    """A Parquet file opened for reading some of its column chunks, without fsspec's
+    read-ahead: on object storage that fetches s3fs's block size (50 MB) past each read,
+    whatever the read asked for."""
     return fs.open(path, "rb", cache_type="none")
 
 

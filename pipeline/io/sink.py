@@ -69,9 +69,9 @@ class ShardSink:
         self.failures.append(ShardFailure(name=shard.name, url=shard.url, error=error))
 
     def _commit(self, index: int) -> None:
-        """Commit a complete shard on the commit thread: closing its file, moving it into
-        place (a copy and a delete on S3) and writing its stats took 0.1 s a shard on
-        moto's S3 server, while the next shards' rows waited."""
+        """Commit a complete shard on the commit thread, so that the next shards' rows do
+        not wait while its file is closed, moved into place (a copy and a delete on S3)
+        and its stats written."""
         writer = self.writers.pop(index)
         self.commits_pending.append((index, writer, self.commits.submit(writer.commit)))
         while len(self.commits_pending) > COMMITS_IN_FLIGHT:

@@ -109,8 +109,8 @@ def load_model(config: ModelConfig, *, device: str) -> LoadedModel:
         pretrained = _local_checkpoint(pretrained)
     precision = resolve_precision(config.precision, device)
     # Built where it runs: open_clip builds every model on the CPU, random init
-    # included (ViT-L-14: 4-5 s and 1.7 GB of host memory per actor here), and
-    # then moves it; built on the GPU, the init is quick and the host never holds it.
+    # included (seconds and gigabytes of host memory for ViT-L-14), and then moves it;
+    # built on the GPU, the init is quick and the host never holds it.
     with torch.device(device):
         model, _, preprocess = open_clip().create_model_and_transforms(
             name,

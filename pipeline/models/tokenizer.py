@@ -1,12 +1,12 @@
 """CLIP's byte-level BPE tokenizer, without importing torch or open_clip.
 
 Read + tokenize tasks run in their own processes, several per GPU. Importing
-open_clip for its tokenizer pulls in torch, torchvision and timm: seconds of
-CPU and about 850 MB per process, paid while the model actors start up beside
+open_clip for its tokenizer pulls in torch, torchvision and timm (seconds of
+CPU and hundreds of MB per process) while the model actors start up beside
 them. For the models open_clip itself gives its plain `SimpleTokenizer` (the
 OpenAI CLIP vocabulary, lower-case cleaning, truncation), this module gives
 the same token ids from open_clip's own vocabulary file, with numpy. Any other
-tokenizer (Hugging Face, SigLIP, custom options) comes from open_clip as before.
+tokenizer (Hugging Face, SigLIP, custom options) comes from open_clip.
 """
 
 from __future__ import annotations

@@ -63,9 +63,8 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         compute=readers,
     )
     # A CPU actor is handed each block as its read made it: a span, at most a batch's rows.
-    # Bundled up to a batch first, 200-row spans became calls of 312 and 400 rows, a minute
-    # and a half each, and the first actor to finish its last one idled while the other
-    # worked through its own (42 s of a 275 s job on 2,048 pairs). GPUs need a batch size.
+    # Bundled up to a batch, spans become uneven calls of minutes each on a slow model, and
+    # the first actor done idles while another finishes its last. GPUs need a batch size.
     call_rows = None if plan.device == "cpu" else max(m.batch_size for m in config.models)
     return dataset.map_batches(
         ClipScorer,
