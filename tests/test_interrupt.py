@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,3 +49,16 @@ def test_the_handler_before_is_put_back_and_nothing_stays_pending():
         ctrl_c_lost()
     assert signal.getsignal(signal.SIGINT) is before
     stop_if_interrupted()
+
+
+def test_a_lost_ctrl_c_is_not_reported_as_an_ignored_exception(monkeypatch):
+    """A compiled import reports the KeyboardInterrupt it swallowed through sys.unraisablehook
+    (Python prints a traceback); the run's own line says it instead. Other reports pass."""
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with interrupts_kept():
+        sys.unraisablehook(SimpleNamespace(exc_value=KeyboardInterrupt()))
+        other = SimpleNamespace(exc_value=ValueError("a real problem"))
+        sys.unraisablehook(other)
+    assert reported == [other]
+    assert sys.unraisablehook == reported.append

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from pipeline.io.layout import commit_file, parquet_options, temporary_name
+from pipeline.io import layout
 
 VECTOR = "vector"
 TEXT_VECTOR = "text_vector"
@@ -72,7 +72,7 @@ class ParquetWriter(TableWriter, format="parquet"):
         self, *, fs: AbstractFileSystem, final: str, schema: pa.Schema | None = None
     ) -> None:
         super().__init__(fs=fs, final=final, schema=schema)
-        self.temporary = temporary_name(final)
+        self.temporary = layout.temporary_name(final)
         self._handle: Any = None
         self._writer: pq.ParquetWriter | None = None
 
@@ -81,7 +81,7 @@ class ParquetWriter(TableWriter, format="parquet"):
             self.schema = self.schema or table.schema
             self._handle = self.fs.open(self.temporary, "wb")
             self._writer = pq.ParquetWriter(
-                self._handle, self.schema, **parquet_options(self.schema)
+                self._handle, self.schema, **layout.parquet_options(self.schema)
             )
         self._writer.write_table(table)
         self.rows += table.num_rows
@@ -98,7 +98,7 @@ class ParquetWriter(TableWriter, format="parquet"):
                 raise ValueError(f"{self.final}: nothing written and no schema to write")
             self.write(self.schema.empty_table())
         self._close()
-        commit_file(self.fs, self.temporary, self.final)
+        layout.commit_file(self.fs, self.temporary, self.final)
 
     def abort(self) -> None:
         self._close()
@@ -122,7 +122,7 @@ class NpyWriter(TableWriter, format="npy"):
     def _file(self, folder: str, name: str) -> Any:
         final = posixpath.join(self.final, folder, name)
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        self.pending.append((temporary_name(final), final))
+        self.pending.append((layout.temporary_name(final), final))
         return self.fs.open(self.pending[-1][0], "wb")
 
     def write(self, table: pa.Table) -> None:
@@ -137,7 +137,7 @@ class NpyWriter(TableWriter, format="npy"):
 
     def commit(self) -> None:
         for temporary, final in self.pending:
-            commit_file(self.fs, temporary, final)
+            layout.commit_file(self.fs, temporary, final)
         self.pending = []
 
     def abort(self) -> None:

@@ -66,7 +66,8 @@ def temporary_name(final: str) -> str:
 
 
 def commit_file(fs: AbstractFileSystem, temporary: str, final: str) -> None:
-    """Move a finished file into place (a copy and a delete on S3), retrying transient errors."""
+    """Move a finished file into place (a copy and a delete on S3), retrying transient errors.
+    Every commit of every output goes through here (the kill tests stop a run here)."""
     retrying(lambda: fs.mv(temporary, final), what=f"committing {final}")
 
 

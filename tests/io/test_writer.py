@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.io import formats
+from pipeline.io import layout as layout_module
 from pipeline.io import writer as writer_module
 from pipeline.io.layout import SCORED, STATS, OutputLayout
 from pipeline.io.shards import discover
@@ -194,7 +194,7 @@ def test_shards_commit_in_order_while_the_next_rows_are_written(tmp_path, monkey
     ]
     sink = sink_for(tmp_path, sources)
     events: list[tuple[str, str]] = []
-    move = formats.commit_file
+    move = layout_module.commit_file
 
     def slow(fs, temporary, final):
         if "/scored/" in final:
@@ -202,7 +202,7 @@ def test_shards_commit_in_order_while_the_next_rows_are_written(tmp_path, monkey
             events.append(("moved", final[-13:-8]))
         move(fs, temporary, final)
 
-    monkeypatch.setattr(formats, "commit_file", slow)
+    monkeypatch.setattr(layout_module, "commit_file", slow)
 
     def outputs():
         for shard in range(3):
@@ -221,14 +221,14 @@ def test_a_shard_that_cannot_be_committed_fails_alone(tmp_path, monkeypatch):
         for i in range(3)
     ]
     sink = sink_for(tmp_path, sources)
-    move = formats.commit_file
+    move = layout_module.commit_file
 
     def refused(fs, temporary, final):
         if final.endswith("/scored/00001.parquet"):
             raise PermissionError("access denied")
         move(fs, temporary, final)
 
-    monkeypatch.setattr(formats, "commit_file", refused)
+    monkeypatch.setattr(layout_module, "commit_file", refused)
     sink.consume(model_output(shard, 0, 10) for shard in range(3))
     assert [record["shard"] for record in sink.committed] == ["00000", "00002"]
     (failure,) = sink.failures

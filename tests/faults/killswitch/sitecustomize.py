@@ -14,9 +14,9 @@ if _spec:
 
     _folder, _count, _when = _spec.split(":")
     _seen = [0]
-    _original = layout.OutputLayout.commit
+    _original = layout.commit_file
 
-    def _commit(self, temporary, final):
+    def _commit(fs, temporary, final):
         import ray
 
         driver = ray.is_initialized() and ray._private.worker.global_worker.mode == ray.SCRIPT_MODE
@@ -25,8 +25,8 @@ if _spec:
             _seen[0] += 1
         if hit and _seen[0] == int(_count) and _when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
-        _original(self, temporary, final)
+        _original(fs, temporary, final)
         if hit and _seen[0] == int(_count) and _when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    layout.OutputLayout.commit = _commit
+    layout.commit_file = _commit
