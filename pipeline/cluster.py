@@ -89,7 +89,7 @@ def not_the_token_notice(record: logging.LogRecord) -> bool:
 
 
 @contextmanager
-def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
+def ray_session(settings: RayConfig) -> Iterator[None]:
     """Join the configured cluster, or start a local Ray that ends with the run."""
     import ray
 
@@ -109,7 +109,7 @@ def ray_session(settings: RayConfig) -> Iterator[dict[str, float]]:
         started = True
     try:
         with ray_data_issues_once():
-            yield ray.cluster_resources()
+            yield
     finally:
         if started:
             ray.shutdown()

@@ -102,8 +102,7 @@ class ParquetWriter(TableWriter, format="parquet"):
 
     def abort(self) -> None:
         self._close()
-        if self.fs.exists(self.temporary):
-            self.fs.rm(self.temporary)
+        layout.discard_file(self.fs, self.temporary)
 
 
 class NpyWriter(TableWriter, format="npy"):
@@ -142,8 +141,7 @@ class NpyWriter(TableWriter, format="npy"):
 
     def abort(self) -> None:
         for temporary, _ in self.pending:
-            if self.fs.exists(temporary):
-                self.fs.rm(temporary)
+            layout.discard_file(self.fs, temporary)
         self.pending = []
 
 

@@ -71,6 +71,12 @@ def commit_file(fs: AbstractFileSystem, temporary: str, final: str) -> None:
     retrying(lambda: fs.mv(temporary, final), what=f"committing {final}")
 
 
+def discard_file(fs: AbstractFileSystem, temporary: str) -> None:
+    """Remove an attempt's temporary file, if it got as far as creating one."""
+    if fs.exists(temporary):
+        fs.rm(temporary)
+
+
 class OutputLayout:
     def __init__(self, *, root: str, storage_options: dict[str, Any]) -> None:
         self.fs: AbstractFileSystem
@@ -105,10 +111,6 @@ class OutputLayout:
 
     def commit(self, temporary: str, final: str) -> None:
         commit_file(self.fs, temporary, final)
-
-    def discard(self, temporary: str) -> None:
-        if self.fs.exists(temporary):
-            self.fs.rm(temporary)
 
     def write_json(self, final: str, data: dict[str, Any]) -> None:
         temporary = self.temporary(final)
