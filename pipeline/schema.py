@@ -42,6 +42,8 @@ ERROR = "_winnow_error"
 SHARD_NAME = "_winnow_shard_name"
 IMAGE_BYTES = "_winnow_image_bytes"
 CLUSTER = "_winnow_cluster"
+BUCKET = "_winnow_bucket"
+VISITOR = "_winnow_visitor"  # a row compared in a cluster it lies near, not in
 
 # The report's and notebooks' samples: which shard and row each sampled row is.
 SAMPLE_SHARD = "shard"

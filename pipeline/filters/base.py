@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import FilterSpec, WinnowConfig, filter_type, register_filter
+from pipeline.filters.drops import ShardDrops, read_drops, write_drops
 from pipeline.schema import ROW, SHARD_NAME, score_column
 
 
@@ -86,8 +87,9 @@ class PoolPolicy(Policy):
     fit_on_survivors: ClassVar[bool] = True
 
     @abstractmethod
-    def fit(self, pool: Any) -> None:
-        """`pool` is a Ray Dataset of the rows to fit on (scored columns plus shard/row ids)."""
+    def fit(self, pool: Any, *, folder: str) -> None:
+        """`pool` is a Ray Dataset of the rows to fit on (`columns` plus shard/row ids);
+        `folder`, a URL under the output root, is this policy's to keep fitted state in."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
@@ -98,34 +100,59 @@ class PoolPolicy(Policy):
 
 
 class DropListPolicy(PoolPolicy):
-    """A pool policy whose fit yields the rows to drop, each with its reason (dedup)."""
+    """A pool policy whose fit yields the rows to drop, each with its reason (dedup).
+
+    The drops stay out of the driver: Ray tasks write them per shard under the
+    policy's folder (`filters/drops.py`), and the driver keeps each shard's count and
+    digest. A per-shard view reads its shard's file once, where it decides."""
 
     def __init__(self, spec: Any, config: WinnowConfig) -> None:
         super().__init__(spec, config)
-        self.drops: dict[str, dict[int, str]] = {}
         self.fitted_rows = 0
+        self.shards: dict[str, ShardDrops] = {}
+        self.folder = ""
+        self._loaded: tuple[str, dict[int, str]] | None = None
 
-    def drop(self, shard: str, row: int, reason: str) -> None:
-        self.drops.setdefault(shard, {})[row] = reason
+    @abstractmethod
+    def find_drops(self, pool: Any) -> Any:
+        """A Ray Dataset of the rows to drop (see `drops.drop_table`), or None for none;
+        sets `fitted_rows`."""
+
+    def fit(self, pool: Any, *, folder: str) -> None:
+        found = self.find_drops(pool)
+        storage = self.config.output.storage_options
+        self.folder = folder
+        self.shards = (
+            {} if found is None else write_drops(found, folder=folder, storage_options=storage)
+        )
 
     def for_shard(self, name: str) -> DropListPolicy:
-        """A copy holding only this shard's drops: what a per-shard task needs to carry."""
+        """A copy holding only this shard's summary: what a per-shard task needs to carry."""
         view = copy.copy(self)
-        view.drops = {name: self.drops.get(name, {})}
+        view.shards = {name: self.shards[name]} if name in self.shards else {}
+        view._loaded = None
         return view
 
     def state(self) -> dict[str, Any]:
-        dropped = sum(len(rows) for rows in self.drops.values())
+        dropped = sum(drops.count for drops in self.shards.values())
         digest = hashlib.sha256(
-            json.dumps({k: sorted(v.items()) for k, v in sorted(self.drops.items())}).encode()
+            json.dumps(sorted((n, d.sha256) for n, d in self.shards.items())).encode()
         ).hexdigest()
         return {"fitted_rows": self.fitted_rows, "dropped": dropped, "drops_sha256": digest}
+
+    def _drops(self, name: str) -> dict[int, str]:
+        if name not in self.shards:
+            return {}
+        if self._loaded is None or self._loaded[0] != name:
+            storage = self.config.output.storage_options
+            self._loaded = (name, read_drops(self.folder, name, storage))
+        return self._loaded[1]
 
     def decide(self, table: pa.Table) -> Verdict:
         names = table[SHARD_NAME].to_pylist()
         rows = table[ROW].to_pylist()
         return Verdict.from_reasons(
-            [self.drops.get(n, {}).get(r) for n, r in zip(names, rows, strict=True)]
+            [self._drops(n).get(r) for n, r in zip(names, rows, strict=True)]
         )
 
 

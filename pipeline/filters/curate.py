@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from pipeline.config import ConfigError, WinnowConfig
@@ -18,7 +20,7 @@ from pipeline.filters.apply import ShardRef, filter_shard
 from pipeline.filters.base import POLICIES, Policy, PoolPolicy
 from pipeline.filters.pool import pool_dataset
 from pipeline.heartbeat import Tally, logged_every, so_far
-from pipeline.io.layout import FILTERED, REJECTED, OutputLayout
+from pipeline.io.layout import FILTERED, POOL, REJECTED, OutputLayout
 from pipeline.io.shards import ShardFailure
 
 log = logging.getLogger(__name__)
@@ -38,13 +40,24 @@ def check_policy_columns(policies: list[Policy], columns: list[str], *, where: s
             )
 
 
-def fit(policies: list[Policy], refs: list[ShardRef], config: WinnowConfig) -> None:
+def fit(
+    policies: list[Policy],
+    refs: list[ShardRef],
+    config: WinnowConfig,
+    layout: OutputLayout,
+    *,
+    watch: Callable[[Policy], AbstractContextManager[Any]] = lambda _: nullcontext(),
+) -> None:
+    """Fit each pool policy in turn, over the rows the policies before it keep. `watch`
+    wraps each fit (the scale benchmark times and measures them)."""
     for index, policy in enumerate(policies):
         if isinstance(policy, PoolPolicy):
             before = policies[:index] if policy.fit_on_survivors else []
             what = f"filters: fitting {policy.name} over the pool of {len(refs):,} shard(s)"
-            with logged_every(so_far(what), logger=log):
-                policy.fit(pool_dataset(refs, config, before=before, columns=policy.columns))
+            folder = layout.url(POOL, f"{index:02d}-{policy.name.replace(':', '-')}")
+            pool = pool_dataset(refs, config, before=before, columns=policy.columns)
+            with watch(policy), logged_every(so_far(what), logger=log):
+                policy.fit(pool, folder=folder)
             log.info("fitted %s over the pool: %s", policy.name, policy.state())
 
 
@@ -79,7 +92,7 @@ def curate(
     failures: list[ShardFailure] = []
     if not refs:
         return {}, failures
-    fit(policies, refs, config)
+    fit(policies, refs, config, layout)
     layout.prepare(FILTERED, *([REJECTED] if config.output.write_rejected else []))
     remote = ray.remote(num_cpus=0.5, max_retries=3)(filter_shard)
     pending: dict[Any, tuple[ShardRef, dict[str, Any], str]] = {}

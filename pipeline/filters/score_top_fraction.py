@@ -131,7 +131,7 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
     def columns(self) -> list[str]:
         return [score_column(self.spec.alias)]
 
-    def fit(self, pool: Any) -> None:
+    def fit(self, pool: Any, *, folder: str) -> None:
         alias = self.spec.alias
 
         def count(path: list[Level], low: float, width: float) -> np.ndarray:

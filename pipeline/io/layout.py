@@ -27,6 +27,7 @@ FILTERED = "filtered"
 REJECTED = "rejected"
 STATS = "stats"
 STAGED = "_staged"  # WebDataset tars as Parquet (pipeline/io/webdataset.py)
+POOL = "_pool"  # pool policies' fitted state, such as drop lists (pipeline/filters/drops.py)
 SUMMARY = "_summary.json"
 
 
