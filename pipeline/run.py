@@ -8,6 +8,7 @@ added columns would overwrite.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -142,20 +143,22 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
         leftovers = layout.remove_leftovers()
         if leftovers:
             log.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
-        if tars:
-            config, shards, failures = _staged_inputs(config, layout, tars)
-        records = layout.records([s.name for s in shards])
-        check_scored_models(models, records, layout)
-        states = {s.name: _state(s, records) for s in shards}
-        todo = [s for s in shards if states[s.name] != "committed"] if score else []
-        if retry_failed:
-            previous = layout.read_json(layout.path(SUMMARY)) or {}
-            names = {f["shard"] for f in previous.get("failed_shards", [])}
-            todo = [s for s in todo if s.name in names]
-            failures = [f for f in failures if f.name in names]
-        summary = _run_locked(
-            config, layout, shards, todo, states, records, failures, score, models=models
-        )
+        # Tars are staged by Ray tasks, in the session the run then uses.
+        with ray_session(config.ray) if tars else nullcontext():
+            if tars:
+                config, shards, failures = _staged_inputs(config, layout, tars)
+            records = layout.records([s.name for s in shards])
+            check_scored_models(models, records, layout)
+            states = {s.name: _state(s, records) for s in shards}
+            todo = [s for s in shards if states[s.name] != "committed"] if score else []
+            if retry_failed:
+                previous = layout.read_json(layout.path(SUMMARY)) or {}
+                names = {f["shard"] for f in previous.get("failed_shards", [])}
+                todo = [s for s in todo if s.name in names]
+                failures = [f for f in failures if f.name in names]
+            summary = _run_locked(
+                config, layout, shards, todo, states, records, failures, score, models=models
+            )
         report = _report(config) if config.output.report and summary["shards"] else None
     return RunResult(summary=summary, output=layout.url(), report=report)
 

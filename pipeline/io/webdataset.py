@@ -18,7 +18,6 @@ import json
 import logging
 import posixpath
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +43,8 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 FINGERPRINT_KEY = b"winnow_staged_from"
 # Rows per row group of a staged copy: each read task then takes a batch's worth or less.
 STAGED_ROWS = 1024
-# Tars staged at once: each holds its tar's bytes twice in the driver (samples, then table).
-STAGING_THREADS = 4
+# CPUs a staging task reserves: it mostly waits on storage, so two share a core.
+STAGE_CPUS = 0.5
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -180,15 +179,28 @@ def find_tars(source: InputConfig) -> list[tuple[Any, str]]:
 
 
 def stage(source: InputConfig, layout: OutputLayout, tars: list[tuple[Any, str]]) -> Staged:
-    """Staged Parquet URLs for the tars, building those that are missing or stale, a few
-    at a time (reading a tar mostly waits on storage), and the tars that failed."""
+    """Staged Parquet URLs for the tars, building those that are missing or stale in Ray
+    tasks (each holds its tar twice: samples, then table), and the tars that failed."""
+    import ray
+
     layout.fs.makedirs(layout.path(STAGED), exist_ok=True)
+    remote = ray.remote(num_cpus=STAGE_CPUS, max_retries=2)(_stage_one)
+    refs = [remote.remote(fs, path, source, layout) for fs, path in tars]
+    index = {ref: i for i, ref in enumerate(refs)}
+    done: list[str | ShardFailure | None] = [None] * len(refs)
     tally = Tally(what="staging", unit="tar(s) staged", total=len(tars))
-    with (
-        logged_every(tally.line, logger=log),
-        ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="winnow-stage") as pool,
-    ):
-        done = list(tally.count(pool.map(lambda t: _stage_one(*t, source, layout), tars)))
+    waiting = refs
+    with logged_every(tally.line, logger=log):
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            at = index[ready[0]]
+            fs, path = tars[at]
+            try:
+                done[at] = ray.get(ready[0])
+            except Exception as error:  # the task's worker died (out of memory, a lost node)
+                name = posixpath.basename(path)[: -len(".tar")]
+                done[at] = _failed(name, fs.unstrip_protocol(path), f"staging failed: {error}")
+            tally.done += 1
     return Staged(
         urls=[d for d in done if isinstance(d, str)],
         failures=[d for d in done if isinstance(d, ShardFailure)],
