@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import get_args
 
 from pydantic import BaseModel
@@ -19,13 +20,13 @@ EXIT_INTERRUPTED = 130  # main's return; the command itself then ends by SIGINT 
 
 
 class QuietLibraries(logging.Filter):
-    """open_clip reports every step of every model load at INFO, on the root logger:
-    lines that bury Winnow's own progress. Its warnings still show; -v shows all."""
+    """open_clip reports every step of every model load at INFO, on the root logger, and
+    faiss which of its builds it loads: lines that bury Winnow's own progress. Their
+    warnings still show; -v shows all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or f"{os.sep}open_clip{os.sep}" not in (
-            record.pathname
-        )
+        quiet = f"{os.sep}open_clip{os.sep}" in record.pathname or record.name.startswith("faiss")
+        return record.levelno >= logging.WARNING or not quiet
 
 
 class _Versions(argparse.Action):
@@ -125,7 +126,25 @@ def _parser() -> argparse.ArgumentParser:
         "--alias", default=None, help="which model's embeddings (default: the first)"
     )
     exporter.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    bench = commands.add_parser("bench", help="measure model-only, decode and end-to-end rates")
+    bench = commands.add_parser(
+        "bench",
+        help="measure scoring (model-only, decode and end-to-end rates) or, with --stage "
+        "filter, the pool stages at scale",
+    )
+    bench.add_argument(
+        "--stage",
+        choices=["score", "filter"],
+        default="score",
+        help="score: the scoring job (default); filter: the policy chain over synthetic "
+        "scored runs of --rows rows, and k-means fits for 10M-1B row pools",
+    )
+    bench.add_argument(
+        "--rows",
+        type=_at_least_one,
+        nargs="+",
+        default=[100_000, 1_000_000, 4_000_000],
+        help="with --stage filter: the runs' sizes, multiples of 100 (default: %(default)s)",
+    )
     bench.add_argument(
         "--model", default="ViT-B-32", help="open_clip architecture (default: %(default)s)"
     )
@@ -232,8 +251,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    if args.stage == "filter":
+        return _bench_pool(args.rows, Path(args.output))
     from pipeline.bench.benchmark import BenchSpec, benchmark
     from pipeline.bench.table import table, write_json
     from pipeline.synth.web_pairs import WebPairsSpec
@@ -255,6 +274,24 @@ def _bench(args: argparse.Namespace) -> int:
     print(table(result))
     write_json(result, workdir / "bench.json")
     print(f"winnow: bench table as JSON -> {workdir / 'bench.json'}")
+    return 0
+
+
+def _bench_pool(rows: list[int], workdir: Path) -> int:
+    from pipeline.bench.pool_scale import pool_scale
+    from pipeline.bench.table import pool_table, write_json
+    from pipeline.cluster import ray_session
+    from pipeline.config import RayConfig
+
+    uneven = [r for r in rows if r < 200 or r % 100]
+    if uneven:
+        print(f"winnow: --rows {uneven[0]}: give multiples of 100, 200 or more", file=sys.stderr)
+        return EXIT_CONFIG
+    with ray_session(RayConfig()):
+        result = pool_scale(rows, workdir=workdir)
+    print(pool_table(result))
+    write_json(result, workdir / "bench_filter.json")
+    print(f"winnow: bench table as JSON -> {workdir / 'bench_filter.json'}")
     return 0
 
 

@@ -88,3 +88,53 @@ def table(result: dict[str, Any]) -> str:
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def pool_table(result: dict[str, Any]) -> str:
+    """The pool stages' scale benchmark as text: per run, per policy, then k-means and the
+    projection."""
+    lines = []
+    for run in result["runs"]:
+        found, whole = run["duplicates"], run["whole_chain"]
+        lines += [
+            f"{run['rows']:,} rows in {run['shards']} shards: {run['total_s']:,.1f} s, "
+            f"{run['us_per_row']:.1f} us a row; driver peak {whole['driver_peak_mb']:,.0f} MB, "
+            f"largest worker {whole['worker_peak_mb']:,.0f} MB",
+            f"  {'policy':<22}{'fit s':>9}{'fit rows':>12}{'rows/s':>11}{'decide s':>10}"
+            f"{'driver MB':>11}{'worker MB':>11}",
+        ]
+        for policy in run["policies"]:
+            fit, rows = policy["fit_s"], policy["fit_rows"]
+            rate = f"{rows / fit:,.0f}" if fit and rows else "-"
+            lines.append(
+                f"  {policy['policy']:<22}{fit if fit is not None else '-':>9}"
+                f"{rows if rows is not None else '-':>12}{rate:>11}{policy['decide_task_s']:>10}"
+                f"{policy.get('driver_peak_mb', '-'):>11}{policy.get('worker_peak_mb', '-'):>11}"
+            )
+        lines += [
+            f"  filter pass (every shard: all policies decide, filtered/ and rejected/ written): "
+            f"{run['filter_pass_s']:,.1f} s",
+            f"  planted near-duplicates: {found['near_found']:,} of {found['near_planted']:,} "
+            f"found ({found['near_recall']:.2%}), {found['near_missed']:,} missed; exact: "
+            f"{found['exact_found']:,} of {found['exact_planted']:,}; other rows dropped as "
+            f"duplicates: {found['other_rows_dropped_as_duplicates']}",
+        ]
+    lines.append(f"time per row, largest run over smallest: {result['per_row_growth']:.2f}x")
+    lines.append("k-means fits semantic_dedup would make (this machine):")
+    for fit in result["kmeans"]:
+        lines.append(
+            f"  {fit['pool_rows']:>13,} rows: {fit['groups']:,} groups from a driver sample of "
+            f"{fit['driver_sample']:,} ({fit['driver_sample_mb']:,.0f} MB) in "
+            f"{fit['driver_fit_s']:,.1f} s; {fit['clusters_per_group']} clusters a group, "
+            f"{fit['group_fit_s']:.3f} s each, {fit['all_group_fits_s']:,.0f} s for all; "
+            f"{fit['fit_on_this_machine_s']:,.0f} s in all"
+        )
+    lines.append("projection:")
+    for row in result["projection"]:
+        lines.append(
+            f"  {row['rows']:>13,} rows on {row['cores']} cores: {row['total_h']:.2f} h "
+            f"(per-row work {row['per_row_work_s']:,} s, coarse assignment "
+            f"{row['coarse_assignment_s']:,} s, k-means {row['kmeans_s']:,} s)"
+        )
+    lines += [f"  assuming {a}" for a in result["assumptions"]]
+    return "\n".join(lines)

@@ -81,18 +81,20 @@ def curate(
     layout: OutputLayout,
     refs: list[ShardRef],
     records: dict[str, dict[str, Any]],
+    *,
+    watch: Callable[[Policy], AbstractContextManager[Any]] = lambda _: nullcontext(),
 ) -> tuple[dict[str, Any], list[ShardFailure]]:
     """Filter every committed shard; return each pool policy's fitted state, and failures.
 
     `records` are the shards' commit records; each shard filtered gets its outcome
-    written into its record, here and in its stats file."""
+    written into its record, here and in its stats file. `watch` wraps each fit."""
     import ray
 
     policies = build_policies(config)
     failures: list[ShardFailure] = []
     if not refs:
         return {}, failures
-    fit(policies, refs, config, layout)
+    fit(policies, refs, config, layout, watch=watch)
     layout.prepare(FILTERED, *([REJECTED] if config.output.write_rejected else []))
     remote = ray.remote(num_cpus=0.5, max_retries=3)(filter_shard)
     pending: dict[Any, tuple[ShardRef, dict[str, Any], str]] = {}

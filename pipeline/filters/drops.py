@@ -59,9 +59,7 @@ def drop_table(
 
 def _first_per_row(table: pa.Table) -> pa.Table:
     """One reason per row: the one whose match sorts first."""
-    table = table.sort_by(
-        [(ROW, "ascending"), *((m, "ascending") for m in MATCH)], null_placement="at_end"
-    )
+    table = table.sort_by([(ROW, "ascending"), *((m, "ascending") for m in MATCH)])
     rows = table[ROW].to_numpy()
     if len(rows) < 2:
         return table
