@@ -44,6 +44,13 @@ IMAGE_BYTES = "_winnow_image_bytes"
 CLUSTER = "_winnow_cluster"
 BUCKET = "_winnow_bucket"
 VISITOR = "_winnow_visitor"  # a row compared in a cluster it lies near, not in
+# A dedup's drops on their way to the drop lists: why, and the row each matched (its id,
+# shard and row), so that of two reasons for one row the smaller match is kept.
+REASON = "_winnow_reason"
+MATCH = ("_winnow_match_id", "_winnow_match_shard", "_winnow_match_row")
+# The drop lists, OUT/_pool/<policy>/<shard>.parquet: a row of the shard, and why it goes.
+DROP_ROW = "row"
+DROP_REASON = "reason"
 
 # The report's and notebooks' samples: which shard and row each sampled row is.
 SAMPLE_SHARD = "shard"

@@ -26,7 +26,7 @@ from pipeline.bench.peaks import Peaks, peaks
 from pipeline.config import WinnowConfig, parse_config
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.base import Policy
-from pipeline.filters.curate import curate
+from pipeline.filters.curate import build_policies, curate
 from pipeline.filters.semantic_dedup import (
     GROUP_ROWS,
     SAMPLE_CAP,
@@ -147,8 +147,7 @@ def chain(rows: int, workdir: Path) -> dict[str, Any]:
         decided.update(record["filters"]["seconds_by"])
     fit_total = sum(f["fit_s"] for f in fits.values())
     policies = []
-    for step in CHAIN:
-        name = step["type"] + (":clip" if step["type"] == "semantic_dedup" else "")
+    for name in (p.name for p in build_policies(config)):
         fit = fits.get(name)
         state = fitted.get(name, {})
         policies.append(

@@ -22,12 +22,8 @@ import pyarrow.parquet as pq
 
 from pipeline.io.formats import ParquetWriter
 from pipeline.io.shards import open_fs
-from pipeline.schema import ROW, SHARD_NAME
+from pipeline.schema import DROP_REASON, DROP_ROW, MATCH, REASON, ROW, SHARD_NAME
 
-REASON = "reason"
-# The matched row, ordered as the dedups order rows: its id (null where there is no id
-# column), then its shard and row. Of two reasons for one row, the smaller match wins.
-MATCH = ("match_id", "match_shard", "match_row")
 WRITE_CPUS = 0.5
 
 
@@ -74,12 +70,12 @@ def _digest(rows: list[int], reasons: list[str]) -> str:
 def _write_shard(table: pa.Table, *, folder: str, storage_options: dict[str, Any]) -> pa.Table:
     """Ray Data group stage: one shard's drops, written as its file; returns its summary."""
     name = table[SHARD_NAME][0].as_py()
-    table = _first_per_row(table).select([ROW, REASON])
+    table = _first_per_row(table).select([ROW, REASON]).rename_columns([DROP_ROW, DROP_REASON])
     fs, path = open_fs(folder, storage_options)
     writer = ParquetWriter(fs=fs, final=posixpath.join(path, f"{name}.parquet"))
     writer.write(table)
     writer.commit()
-    rows, reasons = table[ROW].to_pylist(), table[REASON].to_pylist()
+    rows, reasons = table[DROP_ROW].to_pylist(), table[DROP_REASON].to_pylist()
     return pa.table({"name": [name], "count": [len(rows)], "sha256": [_digest(rows, reasons)]})
 
 
@@ -115,6 +111,5 @@ def read_drops(folder: str, name: str, storage_options: dict[str, Any]) -> dict[
     fs, path = open_fs(posixpath.join(folder, f"{name}.parquet"), storage_options)
     with fs.open(path, "rb") as handle:
         table = pq.read_table(handle)
-    return dict(
-        zip(table[ROW].to_pylist(), pc.cast(table[REASON], pa.string()).to_pylist(), strict=True)
-    )
+    reasons = pc.cast(table[DROP_REASON], pa.string()).to_pylist()
+    return dict(zip(table[DROP_ROW].to_pylist(), reasons, strict=True))
