@@ -68,6 +68,11 @@ class Policy(ABC):
         """Input columns this policy reads; a shard without one is a config error."""
         return []
 
+    def reads(self) -> list[str] | None:
+        """The scored columns `decide` reads (every row comes with its shard name and row);
+        None for all of them. The pool stages read only what the policies need."""
+        return None
+
     def for_shard(self, name: str) -> Policy:
         """What a per-shard task needs of this policy (drop lists shrink to the shard's own)."""
         return self
@@ -125,6 +130,9 @@ class DropListPolicy(PoolPolicy):
         self.shards = (
             {} if found is None else write_drops(found, folder=folder, storage_options=storage)
         )
+
+    def reads(self) -> list[str] | None:
+        return []
 
     def for_shard(self, name: str) -> DropListPolicy:
         """A copy holding only this shard's summary: what a per-shard task needs to carry."""

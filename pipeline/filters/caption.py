@@ -35,6 +35,9 @@ class CaptionPolicy(Policy, spec=CaptionFilter):
             return f"{chars} characters > max_chars {self.spec.max_chars}"
         return None
 
+    def reads(self) -> list[str] | None:
+        return [self.config.input.caption_column]
+
     def decide(self, table: pa.Table) -> Verdict:
         captions = table[self.config.input.caption_column].to_pylist()
         return Verdict.from_reasons([self._reason(c) for c in captions])

@@ -28,6 +28,9 @@ def _language_detector() -> Any:
 class LanguagePolicy(Policy, spec=LanguageFilter):
     """Keep captions detected (offline, by lingua) as one of the listed languages."""
 
+    def reads(self) -> list[str] | None:
+        return [self.config.input.caption_column]
+
     def decide(self, table: pa.Table) -> Verdict:
         wanted = {code.lower() for code in self.spec.languages}
         detector = _language_detector()

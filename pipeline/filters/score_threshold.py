@@ -21,6 +21,9 @@ class ScoreThresholdFilter(FilterSpec):
 class ScoreThresholdPolicy(Policy, spec=ScoreThresholdFilter):
     """LAION's rule: keep `<alias>_score >= value`; rows without a score are rejected."""
 
+    def reads(self) -> list[str] | None:
+        return [score_column(self.spec.alias)]
+
     def decide(self, table: pa.Table) -> Verdict:
         scores = table[score_column(self.spec.alias)].to_pylist()
         value = self.spec.value

@@ -159,6 +159,9 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pool_rows": self.pool_rows}
 
+    def reads(self) -> list[str] | None:
+        return self.columns
+
     def decide(self, table: pa.Table) -> Verdict:
         scores = scores_of(table, self.spec.alias)
         cut = self.threshold

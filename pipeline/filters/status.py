@@ -21,6 +21,9 @@ class StatusFilter(FilterSpec):
 class StatusPolicy(Policy, spec=StatusFilter):
     """Drop rows whose upstream or decode status is not allowed (by default: anything not ok)."""
 
+    def reads(self) -> list[str] | None:
+        return [self.config.output.status_column, self.config.output.error_column]
+
     def decide(self, table: pa.Table) -> Verdict:
         status = table[self.config.output.status_column].to_pylist()
         error = table[self.config.output.error_column].to_pylist()
