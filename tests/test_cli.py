@@ -164,17 +164,55 @@ def test_config_errors_exit_2_and_write_nothing(tmp_path, tiny_checkpoint, chang
 
 
 def test_actors_that_cannot_load_their_model_end_the_run_with_one_line(tmp_path, tiny_checkpoint):
+    import torch
+    from safetensors.torch import save_file
+
     write_dataset(tmp_path / "in", shards=1, rows=2)
-    broken = tmp_path / "cut.safetensors"
-    broken.write_bytes(tiny_checkpoint.read_bytes()[:1000])  # a download cut off
+    other = tmp_path / "other.safetensors"  # sound weights, of another model
+    save_file({"head.weight": torch.zeros(2, 3)}, str(other))
     data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
-    data["models"][0]["pretrained"] = str(broken)
-    result = winnow("run", str(write_config(tmp_path / "cut.yaml", data)), cwd=tmp_path)
+    data["models"][0]["pretrained"] = str(other)
+    result = winnow("run", str(write_config(tmp_path / "other.yaml", data)), cwd=tmp_path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("winnow: the model actors could not start or kept dying ("), last
-    assert "SafetensorError: Error while deserializing header" in last  # the root cause
+    assert "Missing key(s)" in last  # the root cause
     assert last.endswith("0 shard(s) were committed before, and a rerun goes on from there")
+
+
+class PickledCode:
+    """What a malicious .pt holds: unpickling it would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["pickled-code.pt", "cut.safetensors"])
+def test_unloadable_checkpoints_are_refused_before_ray_starts(tmp_path, tiny_checkpoint, kind):
+    import torch
+
+    write_dataset(tmp_path / "in", shards=1, rows=2)
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / kind
+    if kind.endswith(".pt"):
+        torch.save({"state_dict": PickledCode(marker)}, checkpoint)
+        cause = "unsupported global posix.system: the file holds pickled code, not weights"
+    else:
+        checkpoint.write_bytes(tiny_checkpoint.read_bytes()[:-1000])  # a download cut off
+        cause = "cut off: its header places"
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    data["models"][0]["pretrained"] = str(checkpoint)
+    result = winnow("run", str(write_config(tmp_path / "bad.yaml", data)), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"winnow: models.0.pretrained: {checkpoint} cannot be loaded: {lines[0].split(': ', 3)[3]}"
+    ]
+    assert cause in lines[0]
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():

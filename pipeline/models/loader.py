@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.config import ModelConfig
 from pipeline.models.architectures import CONFIG_DIR, architecture
 from pipeline.models.encoder import resolve_precision
+from pipeline.models.weights_file import WeightsFileError, check_weights_file
 
 HF_HUB = "hf-hub:"
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -173,6 +174,10 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
         if fs.exists(path):
             return []
     elif Path(pretrained).is_file():
+        try:
+            check_weights_file(pretrained)
+        except WeightsFileError as error:
+            raise ConfigError(f"{pretrained_key}: {pretrained} cannot be loaded: {error}") from None
         return []
     module = open_clip()
     if module.is_pretrained_cfg(name, pretrained):
