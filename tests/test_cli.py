@@ -176,7 +176,7 @@ def test_actors_that_cannot_load_their_model_end_the_run_with_one_line(tmp_path,
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("winnow: the model actors could not start or kept dying ("), last
-    assert "Missing key(s)" in last  # the root cause
+    assert "Unexpected key(s) in state_dict" in last  # the root cause
     assert last.endswith("0 shard(s) were committed before, and a rerun goes on from there")
 
 

@@ -9,7 +9,7 @@ rows of one topic have cosine about 0.5, of two topics about 0). Planted in
 them, at positions every generating task can compute on its own:
 
 - near-duplicate pairs: one row in 20 starts a pair whose second row, half the
-  pool away, is the first one plus noise (cosine 0.96 to 0.99);
+  pool away, is the first one plus noise (cosine 0.955 to 0.99);
 - exact-duplicate pairs: one row in 100 starts a pair whose second row, a
   quarter of the pool away, has the same sha256 and embedding.
 
