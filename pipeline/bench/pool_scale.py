@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.bench.peaks import Peaks, peaks
+from pipeline.bench.peaks import peaks
 from pipeline.config import WinnowConfig, parse_config
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.base import Policy
@@ -159,7 +159,6 @@ def chain(rows: int, workdir: Path) -> dict[str, Any]:
                 **(fit["peaks"].as_mb() if fit else {}),
             }
         )
-    pass_peaks = Peaks(driver=whole.driver, worker=whole.worker, workers=whole.workers)
     return {
         "rows": rows,
         "shards": spec.shards,
@@ -168,7 +167,7 @@ def chain(rows: int, workdir: Path) -> dict[str, Any]:
         "filter_pass_s": round(total - fit_total, 2),
         "total_s": round(total, 2),
         "us_per_row": round(total / rows * 1e6, 2),
-        "whole_chain": pass_peaks.as_mb(),
+        "whole_chain": whole.as_mb(),
         "duplicates": found(layout, names, rows),
     }
 
