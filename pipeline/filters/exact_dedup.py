@@ -95,7 +95,7 @@ class ExactDedupPolicy(DropListPolicy, spec=ExactDedupFilter):
             pool.map_batches(
                 _bucketed, batch_format="pyarrow", fn_kwargs={"key": self.key, "buckets": buckets}
             )
-            .groupby(BUCKET)
+            .groupby(BUCKET, num_partitions=buckets)
             .map_groups(
                 _dedup_bucket,
                 batch_format="pyarrow",

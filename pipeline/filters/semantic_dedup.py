@@ -51,6 +51,10 @@ ITERATIONS = 20
 # are often not in its nearest groups (on the 4M-row bench, 4 groups found 97.6 % of the
 # planted pairs and 8 found 99.7 %).
 GROUPS_PER_PROBE = 2
+# Clusters per partition of the shuffle that groups rows by cluster: a reduce task holds
+# its partition, so it is sized to the clusters, not left at Ray Data's fixed count
+# (200 partitions of a 100M-row pool would hold some 3 GB each).
+CLUSTERS_PER_PARTITION = 4
 # Rows of a cluster compared with all earlier rows at a time.
 BLOCK = 1024
 # Similarities a routing batch holds at most (rows x clusters): 128 MB.
@@ -337,7 +341,8 @@ class SemanticDedupPolicy(DropListPolicy, spec=SemanticDedupFilter):
                 "eps": self.spec.eps,
             },
         )
-        return routed.groupby(CLUSTER).map_groups(
+        partitions = math.ceil(self.clusters / CLUSTERS_PER_PARTITION)
+        return routed.groupby(CLUSTER, num_partitions=partitions).map_groups(
             _dedup_cluster,
             batch_format="pyarrow",
             fn_kwargs={
