@@ -31,6 +31,7 @@ from pipeline.filters.semantic_dedup import (
     GROUP_ROWS,
     SAMPLE_CAP,
     SAMPLE_PER_CLUSTER,
+    SemanticDedupFilter,
     spherical_kmeans,
 )
 from pipeline.io.layout import OutputLayout
@@ -45,7 +46,7 @@ CHAIN: list[dict[str, Any]] = [
     {"type": "exact_dedup", "by": "sha256"},
     {"type": "semantic_dedup"},
 ]
-CLUSTER_SIZE = 5000  # semantic_dedup's default
+CLUSTER_SIZE: int = SemanticDedupFilter.model_fields["cluster_size"].default
 KMEANS_POOLS = (10_000_000, 100_000_000, 1_000_000_000)
 # Group fits timed per pool size; the rest are assumed to take as long.
 GROUPS_TIMED = 3
