@@ -132,9 +132,12 @@ def visits(
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Each row's nearest cluster, and the (rows, clusters) of the visits it makes: to its
     next `probes` - 1 nearest clusters that lie within reach (see the module's docstring)."""
-    order = np.argsort(-sims, axis=1)[:, :probes]
-    first = order[:, 0]
     rows = np.arange(len(sims))
+    # The `probes` nearest, in order, without sorting every cluster of every row.
+    probes = min(probes, sims.shape[1])
+    order = np.argpartition(-sims, probes - 1, axis=1)[:, :probes]
+    order = np.take_along_axis(order, np.argsort(-sims[rows[:, None], order], axis=1), axis=1)
+    first = order[:, 0]
     best = sims[rows, first]
     made = []
     for rank in range(1, order.shape[1]):
