@@ -8,7 +8,6 @@ change, and the CLI turns it into exit code 2.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Iterable
 from difflib import get_close_matches
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -25,20 +23,15 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.schema import model_columns
-
-ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+from pipeline.config_sections import ConceptConfig, HeadConfig, Section, check_identifier
+from pipeline.schema import model_columns, score_column
 
 
 class ConfigError(ValueError):
     """A configuration the user must change before anything runs."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class InputConfig(_Section):
+class InputConfig(Section):
     path: str | list[str] = Field(
         description="A directory, a glob or a file, or a list of them; any fsspec URL."
     )
@@ -59,7 +52,7 @@ class InputConfig(_Section):
         return [self.path] if isinstance(self.path, str) else list(self.path)
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     path: str
     embedding_dtype: Literal["float16", "float32"] = "float16"
     keep_image_bytes: bool = False
@@ -81,7 +74,7 @@ class OutputConfig(_Section):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     alias: str = "clip"
     name: str = Field(description="An open_clip architecture name, or an hf-hub:org/repo id.")
     pretrained: str | None = Field(
@@ -94,18 +87,13 @@ class ModelConfig(_Section):
     @field_validator("alias")
     @classmethod
     def _alias_is_identifier(cls, value: str) -> str:
-        if not ALIAS_PATTERN.match(value):
-            raise ValueError(
-                "alias must start with a letter and hold only letters, digits and '_' "
-                f"(it prefixes column names), got {value!r}"
-            )
-        return value
+        return check_identifier(value, what="alias")
 
     def added_columns(self) -> list[str]:
         return model_columns(self.alias)
 
 
-class FilterSpec(_Section):
+class FilterSpec(Section):
     """A filter's config: `type` names it, the rest are its own keys.
 
     Each filter is one file in `pipeline/filters/` that holds its spec (a subclass
@@ -153,7 +141,7 @@ def filter_specs() -> dict[str, type[FilterSpec]]:
     return _FILTER_SPECS
 
 
-class DownloadConfig(_Section):
+class DownloadConfig(Section):
     """`winnow download`: a URL list to img2dataset Parquet shards, read by `winnow run` next."""
 
     url_list: str = Field(description="A file or folder of URL lists; any fsspec URL.")
@@ -176,7 +164,7 @@ class DownloadConfig(_Section):
 DecodePath = Literal["auto", "pil", "tensor"]
 
 
-class ImagesConfig(_Section):
+class ImagesConfig(Section):
     max_pixels: int = Field(
         default=89_478_485,
         gt=0,
@@ -205,7 +193,7 @@ class ImagesConfig(_Section):
     )
 
 
-class RayConfig(_Section):
+class RayConfig(Section):
     address: str | None = Field(
         default=None,
         description="null: the cluster a submitted job runs on, else a new local Ray; "
@@ -234,35 +222,65 @@ class RayConfig(_Section):
     )
 
 
-class WinnowConfig(_Section):
+class WinnowConfig(Section):
     download: DownloadConfig | None = None
     input: InputConfig
     output: OutputConfig
     models: list[ModelConfig] = Field(min_length=1)
     # Serialised as each filter's own spec, not as the base (which holds only `type`).
     filters: list[SerializeAsAny[FilterSpec]] = Field(default_factory=list)
+    heads: list[HeadConfig] = Field(
+        default_factory=list, description="Trained heads over an alias's embeddings."
+    )
+    concepts: list[ConceptConfig] = Field(
+        default_factory=list, description="Zero-shot concepts over an alias's image embeddings."
+    )
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
     def _names_do_not_clash(self) -> WinnowConfig:
         aliases = [m.alias for m in self.models]
-        repeated = sorted({a for a in aliases if aliases.count(a) > 1})
-        if repeated:
+        if len(set(aliases)) < len(aliases):
             raise ValueError(
-                f"models: alias {repeated[0]!r} is used twice; give each model its own"
+                f"models: alias {_repeated(aliases)} is used twice; give each model its own"
             )
         added = self.added_columns()
         if len(set(added)) != len(added):
-            raise ValueError("output: the added column names (status, error, reject) must differ")
-        for index, policy in enumerate(self.filters):
-            alias = getattr(policy, "alias", None)
+            raise ValueError(
+                "the added column names (output.*_column, the models' columns, heads.N.name, "
+                f"concepts.N.name) must differ; used twice: {_repeated(added)}"
+            )
+        entries = [
+            *(("filters", i, p) for i, p in enumerate(self.filters)),
+            *(("heads", i, h) for i, h in enumerate(self.heads)),
+            *(("concepts", i, c) for i, c in enumerate(self.concepts)),
+        ]
+        for section, index, entry in entries:
+            # A score filter given a column cuts on that column, whatever its alias says.
+            alias = None if getattr(entry, "column", None) else getattr(entry, "alias", None)
             if alias is not None and alias not in aliases:
                 raise ValueError(
-                    f"filters.{index}.alias: {alias!r} is not a model alias "
+                    f"{section}.{index}.alias: {alias!r} is not a model alias "
                     f"(have: {', '.join(aliases)})"
                 )
+        columns = self.score_columns()
+        for index, policy in enumerate(self.filters):
+            column = getattr(policy, "column", None)
+            if column is not None and column not in columns:
+                raise ValueError(
+                    f"filters.{index}.column: {column!r} is not a score column of this config "
+                    f"(have: {', '.join(columns)})"
+                )
         return self
+
+    def score_columns(self) -> list[str]:
+        """The columns a score filter can cut on: each model's score, each head and concept."""
+        return [score_column(m.alias) for m in self.models] + [c.name for c in self.columns()]
+
+    def columns(self) -> list[HeadConfig | ConceptConfig]:
+        """The heads and concepts: each adds one column made from embeddings."""
+        return [*self.heads, *self.concepts]
 
     def policies(self) -> list[FilterSpec]:
         """The filters in order, with the status filter first unless the list places it."""
@@ -279,7 +297,7 @@ class WinnowConfig(_Section):
         ]
         for model in self.models:
             names.extend(model.added_columns())
-        return names
+        return names + [column.name for column in self.columns()]
 
     def check_input_columns(self, columns: Iterable[str], *, where: str) -> None:
         """Refuse a run whose added columns would overwrite input columns."""
@@ -291,6 +309,10 @@ class WinnowConfig(_Section):
                 "Change output.status_column / output.error_column or the model alias "
                 "(models.N.alias) so the names differ."
             )
+
+
+def _repeated(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in sorted({n for n in names if names.count(n) > 1}))
 
 
 def _sections(annotation: Any) -> list[type[BaseModel]]:

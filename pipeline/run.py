@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.cluster import ray_session
-from pipeline.config import WinnowConfig
+from pipeline.config import ConfigError, WinnowConfig
 from pipeline.filters.apply import ShardRef
 from pipeline.filters.curate import build_policies, check_policy_columns, curate
 from pipeline.interrupt import stop_if_interrupted
@@ -26,7 +26,9 @@ from pipeline.io.lock import output_lock
 from pipeline.io.reader import unreadable_columns
 from pipeline.io.shards import Discovery, Shard, ShardFailure, discover, open_fs
 from pipeline.models.encoder import encoder_for, resolve_precision
+from pipeline.models.heads import HeadError, load_head
 from pipeline.report.summary import build_summary
+from pipeline.scoring.from_embeddings import column_digests, complete_columns
 from pipeline.scoring.job import Scoring, score_shards
 from pipeline.scoring.placement import alive_nodes, device_of
 
@@ -111,6 +113,26 @@ def _staged_inputs(
     return config, shards, staged.failures + failures
 
 
+def check_heads(config: WinnowConfig) -> None:
+    """Refuse a head whose weights cannot load or whose width is not its alias's."""
+    models = {model.alias: model for model in config.models}
+    for index, head in enumerate(config.heads):
+        try:
+            loaded = load_head(head)
+        except (HeadError, OSError) as error:
+            raise ConfigError(
+                f"heads.{index}.weights: {head.weights} cannot be loaded as a head: {error}"
+            ) from None
+        model = models[head.alias]
+        width = encoder_for(model).width(model)
+        if loaded.width != width:
+            raise ConfigError(
+                f"heads.{index}: {head.name} takes {loaded.width}-wide embeddings, but alias "
+                f"{head.alias!r} ({model.name}) makes {width}-wide ones; give it the head "
+                "trained for that model"
+            )
+
+
 def preflight(config: WinnowConfig) -> list[str]:
     warnings = []
     for index, model in enumerate(config.models):
@@ -129,8 +151,10 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
     if score:
         for warning in preflight(config):
             log.warning(warning)
+    check_heads(config)
     layout = OutputLayout(root=config.output.path, storage_options=config.output.storage_options)
     models = [encoder_for(m).describe(m) for m in config.models]
+    digests = column_digests(config, models)
     # What can be refused is refused before anything is written.
     if config.input.format == "webdataset":
         from pipeline.io.webdataset import find_tars
@@ -157,7 +181,16 @@ def run(config: WinnowConfig, *, score: bool = True, retry_failed: bool = False)
                 todo = [s for s in todo if s.name in names]
                 failures = [f for f in failures if f.name in names]
             summary = _run_locked(
-                config, layout, shards, todo, states, records, failures, score, models=models
+                config,
+                layout,
+                shards,
+                todo,
+                states,
+                records,
+                failures,
+                score,
+                models=models,
+                digests=digests,
             )
         report = _report(config) if config.output.report and summary["shards"] else None
     return RunResult(summary=summary, output=layout.url(), report=report)
@@ -189,10 +222,12 @@ def _run_locked(
     score: bool,
     *,
     models: list[dict[str, Any]],
+    digests: dict[str, str],
 ) -> dict[str, Any]:
-    """Score `todo`, filter every committed shard, summarise. `records` are the commit
-    records, kept up to date here as shards are committed and filtered; `models` the
-    config's as the outputs record them."""
+    """Score `todo`, add the heads and concepts that committed shards lack, filter every
+    committed shard, summarise. `records` are the commit records, kept up to date here
+    as shards are committed and filtered; `models` the config's as the outputs record
+    them; `digests` each head's and concept's (`from_embeddings`)."""
     config_dump = recorded(config)
     started = datetime.now(timezone.utc)
     layout.prepare()
@@ -203,7 +238,12 @@ def _run_locked(
         for model, entry in zip(models, config.models, strict=True):
             model["precision"] = resolve_precision(entry.precision, device_of(nodes))
         if todo:
-            metadata = {"winnow_version": __version__, "models": models, "config": config_dump}
+            metadata = {
+                "winnow_version": __version__,
+                "models": models,
+                "config": config_dump,
+                "columns": digests,
+            }
             scoring = score_shards(
                 todo, layout=layout, config=config, metadata=metadata, nodes=nodes
             )
@@ -216,6 +256,10 @@ def _run_locked(
         ]
         if not score and len(refs) < len(shards):
             log.warning("%d input shard(s) have no scored output yet", len(shards) - len(refs))
+        scored = {ref.name: ref.scored for ref in refs}
+        lacking = complete_columns(config, layout, scored, records, digests)
+        failures += lacking
+        refs = [ref for ref in refs if ref.name not in {f.name for f in lacking}]
         fitted, filter_failures = curate(config, layout, refs, records)
         failures += filter_failures
     summary = build_summary(

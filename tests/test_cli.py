@@ -190,29 +190,63 @@ class PickledCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+# `winnow filter` loads no model checkpoint, but heads it may have to compute.
+@pytest.mark.parametrize(
+    ("where", "command"), [("model", "run"), ("head", "run"), ("head", "filter")]
+)
 @pytest.mark.parametrize("kind", ["pickled-code.pt", "cut.safetensors"])
-def test_unloadable_checkpoints_are_refused_before_ray_starts(tmp_path, tiny_checkpoint, kind):
+def test_unloadable_weights_are_refused_before_ray_starts(
+    tmp_path, tiny_checkpoint, kind, where, command
+):
+    """A model checkpoint or a head's weights: no code in them runs, the run ends in one
+    line naming the file and the cause, and nothing is written."""
     import torch
+    from safetensors.torch import save_file
 
     write_dataset(tmp_path / "in", shards=1, rows=2)
     marker = tmp_path / "code-ran"
-    checkpoint = tmp_path / kind
+    bad = tmp_path / kind
     if kind.endswith(".pt"):
-        torch.save({"state_dict": PickledCode(marker)}, checkpoint)
+        torch.save({"state_dict": PickledCode(marker)}, bad)
         cause = "unsupported global posix.system: the file holds pickled code, not weights"
     else:
-        checkpoint.write_bytes(tiny_checkpoint.read_bytes()[:-1000])  # a download cut off
+        sound = tiny_checkpoint
+        if where == "head":
+            sound = tmp_path / "head.safetensors"
+            save_file({"weight": torch.zeros(1, 32), "bias": torch.zeros(1)}, str(sound))
+        bad.write_bytes(sound.read_bytes()[:-64])  # a download cut off
         cause = "cut off: its header places"
     data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
-    data["models"][0]["pretrained"] = str(checkpoint)
-    result = winnow("run", str(write_config(tmp_path / "bad.yaml", data)), cwd=tmp_path)
+    if where == "model":
+        data["models"][0]["pretrained"] = str(bad)
+        key, what = "models.0.pretrained", "cannot be loaded"
+    else:
+        data["heads"] = [{"name": "aesthetic", "weights": str(bad)}]
+        key, what = "heads.0.weights", "cannot be loaded as a head"
+    result = winnow(command, str(write_config(tmp_path / "bad.yaml", data)), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines == [
-        f"winnow: models.0.pretrained: {checkpoint} cannot be loaded: {lines[0].split(': ', 3)[3]}"
-    ]
+    assert len(lines) == 1 and lines[0].startswith(f"winnow: {key}: {bad} {what}: "), lines
     assert cause in lines[0]
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_head_for_another_width_is_refused_naming_both_widths(tmp_path, tiny_checkpoint):
+    import torch
+    from safetensors.torch import save_file
+
+    write_dataset(tmp_path / "in", shards=1, rows=2)
+    head = tmp_path / "l14-aesthetic.safetensors"
+    save_file({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}, str(head))
+    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
+    data["heads"] = [{"name": "aesthetic", "weights": str(head)}]
+    result = winnow("run", str(write_config(tmp_path / "wide.yaml", data)), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "winnow: heads.0: aesthetic takes 768-wide embeddings, but alias 'clip' "
+        "(winnow-test-tiny) makes 32-wide ones; give it the head trained for that model"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_open_clips_info_lines_are_quiet_but_its_warnings_and_ours_show():

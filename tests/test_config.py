@@ -43,7 +43,10 @@ def test_defaults_follow_img2dataset_and_the_output_contract():
         ("models.0.nmae=x", "models.0.nmae: unknown key; did you mean name?"),
         # A filter's keys are its own type's, not every filter's.
         ("filters.0.vlaue=0.3", "unknown key; did you mean value?"),
-        ("filters.0.fraction=0.3", "unknown key (known here: type, alias, value)"),
+        (
+            "filters.0.fraction=0.3",
+            "unknown key (known here: type, alias, column, value, min, max)",
+        ),
         ("ray.workers=4", "ray.workers: unknown key (known here: address, num_actors, num_cpus,"),
     ],
 )

@@ -130,12 +130,14 @@ def evaluate(
 def output_columns(
     config: WinnowConfig, scored_schema: pa.Schema, input_schema: pa.Schema
 ) -> list[str]:
-    """Input columns in input order (image bytes included), then status, error and scores."""
+    """Input columns in input order (image bytes included), then status, error, scores,
+    and the heads and concepts."""
     added = [config.output.status_column, config.output.error_column]
     for model in config.models:
         added.append(score_column(model.alias))
         if config.output.filtered_embeddings:
             added += [embedding_column(model.alias, "image"), embedding_column(model.alias, "text")]
+    added += [column.name for column in config.columns()]
     inputs = [
         n for n in input_schema.names if n in scored_schema.names or n == config.input.image_column
     ]

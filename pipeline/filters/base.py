@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import FilterSpec, WinnowConfig, filter_type, register_filter
 from pipeline.filters.drops import ShardDrops, read_drops, write_drops
-from pipeline.schema import ROW, SHARD_NAME, score_column
+from pipeline.schema import ROW, SHARD_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,7 @@ class DropListPolicy(PoolPolicy):
         )
 
 
-def scores_of(table: pa.Table, alias: str) -> np.ndarray:
-    """A model's scores as float64, NaN where a row has none."""
-    values = pc.fill_null(table[score_column(alias)], np.nan)
+def values_of(table: pa.Table, column: str) -> np.ndarray:
+    """A score column as float64, NaN where a row has none."""
+    values = pc.fill_null(table[column].cast(pa.float64()), np.nan)
     return np.asarray(values.to_numpy(zero_copy_only=False), np.float64)

@@ -72,6 +72,7 @@ def fingerprint(policies: list[Policy], config: WinnowConfig, record: dict[str, 
             output.reject_reason_column,
         ],
         "scored_at": record.get("committed_at"),
+        "columns": record.get("columns", {}),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

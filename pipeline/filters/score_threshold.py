@@ -1,35 +1,73 @@
-"""`score_threshold`: LAION's rule, a fixed cut on a model's score."""
+"""`score_threshold`: a fixed cut on a score column; LAION's rule on a model's score."""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from pipeline.config import FilterSpec
-from pipeline.filters.base import Policy, Verdict
+from pipeline.filters.base import Policy, Verdict, values_of
 from pipeline.schema import score_column
 
 
 class ScoreThresholdFilter(FilterSpec):
     type: Literal["score_threshold"]
     alias: str = "clip"
-    value: float = Field(ge=-1.0, le=1.0)
+    column: str | None = Field(
+        default=None,
+        description="A score column: <alias>_score, a head's or a concept's name; "
+        "null: the alias's score.",
+    )
+    value: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="LAION's rule: keep score >= value."
+    )
+    min: float | None = Field(default=None, description="Keep rows whose column is >= min.")
+    max: float | None = Field(default=None, description="Keep rows whose column is < max.")
+
+    @model_validator(mode="after")
+    def _one_cut(self) -> ScoreThresholdFilter:
+        if self.value is None and self.min is None and self.max is None:
+            raise ValueError("a score_threshold needs value, min or max")
+        if self.value is not None and self.min is not None:
+            raise ValueError("give value or min, not both (value is LAION's name for min)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        """The run records the keys that were set (reruns and the report read them)."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k == "type"}
+
+    @property
+    def scored(self) -> str:
+        """The column it cuts on."""
+        return self.column or score_column(self.alias)
 
 
 class ScoreThresholdPolicy(Policy, spec=ScoreThresholdFilter):
-    """LAION's rule: keep `<alias>_score >= value`; rows without a score are rejected."""
+    """Keep `min <= column < max` (`value` is `min`); rows without a value are rejected."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.type}:{self.spec.column or self.spec.alias}"
 
     def reads(self) -> list[str] | None:
-        return [score_column(self.spec.alias)]
+        return [self.spec.scored]
+
+    def _reason(self, value: float) -> str | None:
+        spec = self.spec
+        if math.isnan(value):
+            return "no score" if spec.column is None else f"no {spec.column}"
+        low = spec.min if spec.value is None else spec.value
+        what = "score" if spec.column is None else spec.column
+        if low is not None and value < low:
+            return f"{what} {value:.4f} < {low}"
+        if spec.max is not None and value >= spec.max:
+            return f"{what} {value:.4f} >= max {spec.max}"
+        return None
 
     def decide(self, table: pa.Table) -> Verdict:
-        scores = table[score_column(self.spec.alias)].to_pylist()
-        value = self.spec.value
-        return Verdict.from_reasons(
-            [
-                "no score" if s is None else (None if s >= value else f"score {s:.4f} < {value}")
-                for s in scores
-            ]
-        )
+        return Verdict.from_reasons([self._reason(v) for v in values_of(table, self.spec.scored)])

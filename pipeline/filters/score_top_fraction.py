@@ -16,17 +16,32 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from pipeline.config import FilterSpec, WinnowConfig
-from pipeline.filters.base import PoolPolicy, Verdict, scores_of
+from pipeline.filters.base import PoolPolicy, Verdict, values_of
 from pipeline.schema import score_column
 
 
 class ScoreTopFractionFilter(FilterSpec):
     type: Literal["score_top_fraction"]
     alias: str = "clip"
+    column: str | None = Field(
+        default=None,
+        description="A score column: <alias>_score, a head's or a concept's name; "
+        "null: the alias's score.",
+    )
     fraction: float = Field(gt=0.0, le=1.0)
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k != "column"}
+
+    @property
+    def scored(self) -> str:
+        """The column it ranks by."""
+        return self.column or score_column(self.alias)
 
 
 def datacomp_threshold(scores: np.ndarray, fraction: float) -> float | None:
@@ -41,8 +56,9 @@ def datacomp_threshold(scores: np.ndarray, fraction: float) -> float | None:
 BINS = 4096
 # Scores of the cut's bin the driver sorts at most; a bin with more is split again.
 EXACT_ROWS = 1 << 20
-# The first pass's range: cosine scores, with room for rounding past +-1.
-FIRST_RANGE = (-1.0 - 1e-6, 1.0 + 1e-6)
+# The first pass's range for a model's score: cosines, with room for rounding past +-1.
+# Another column's range is found by a pass of its own.
+COSINE_RANGE = (-1.0 - 1e-6, 1.0 + 1e-6)
 
 # A bin chosen at one level of the search: (the level's low edge, its bin width, the bin).
 Level = tuple[float, float, int]
@@ -62,17 +78,17 @@ def _within(values: np.ndarray, path: list[Level]) -> np.ndarray:
 
 
 def _counts(
-    batch: pa.Table, *, alias: str, path: list[Level], low: float, width: float
+    batch: pa.Table, *, column: str, path: list[Level], low: float, width: float
 ) -> pa.Table:
     """Ray Data stage: a block's histogram of the scores within `path`, at the next level."""
-    values = _within(scores_of(batch, alias), path)
+    values = _within(values_of(batch, column), path)
     counts = np.bincount(_bins(values, low, width), minlength=BINS)
     return pa.table({"counts": [counts.tolist()]})
 
 
-def _values(batch: pa.Table, *, alias: str, path: list[Level]) -> pa.Table:
+def _values(batch: pa.Table, *, column: str, path: list[Level]) -> pa.Table:
     """Ray Data stage: the distinct scores within `path`, each with how many rows have it."""
-    values, counts = np.unique(_within(scores_of(batch, alias), path), return_counts=True)
+    values, counts = np.unique(_within(values_of(batch, column), path), return_counts=True)
     return pa.table({"value": values, "count": counts})
 
 
@@ -86,16 +102,27 @@ def _merged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return distinct, np.bincount(where, weights=counts).astype(np.int64)
 
 
+def _range(batch: pa.Table, *, column: str) -> pa.Table:
+    """Ray Data stage: a block's smallest and largest value (NaN for none)."""
+    values = values_of(batch, column)
+    values = values[~np.isnan(values)]
+    low, high = (values.min(), values.max()) if len(values) else (np.nan, np.nan)
+    return pa.table({"low": [float(low)], "high": [float(high)]})
+
+
 def exact_cut(
     count: Callable[[list[Level], float, float], np.ndarray],
     collect: Callable[[list[Level]], tuple[np.ndarray, np.ndarray]],
     fraction: float,
+    *,
+    first: tuple[float, float] = COSINE_RANGE,
 ) -> tuple[float | None, int]:
     """DataComp's cut and the number of scores, from counting passes (`count`: the histogram
     of the scores within a path at a new level) and one pass that collects the cut's bin
-    (`collect`: its distinct scores and their counts, so that ties take no more room)."""
+    (`collect`: its distinct scores and their counts, so that ties take no more room);
+    `first`: a range that holds every score."""
     path: list[Level] = []
-    low, high = FIRST_RANGE
+    low, high = first
     counts = count(path, low, (high - low) / BINS)
     total = int(counts.sum())
     if not total:
@@ -117,6 +144,29 @@ def exact_cut(
         counts = count(path, low, (high - low) / BINS)
 
 
+def covering_range(lows: list[float], highs: list[float]) -> tuple[float, float] | None:
+    """A first range that holds every value, from each block's lowest and highest (NaN
+    for a block without values); None if no block has one."""
+    found = [(low, high) for low, high in zip(lows, highs, strict=True) if not np.isnan(low)]
+    if not found:
+        return None
+    low, high = min(f[0] for f in found), max(f[1] for f in found)
+    # Widened so that the largest value lies inside the last bin, not on its edge.
+    margin = max(abs(low), abs(high), 1.0) * 1e-6
+    return float(low - margin), float(high + margin)
+
+
+def _full_range(pool: Any, column: str) -> tuple[float, float] | None:
+    stage = partial(_range, column=column)
+    lows, highs = [], []
+    for batch in pool.map_batches(stage, batch_format="pyarrow").iter_batches(
+        batch_format="pyarrow", batch_size=None
+    ):
+        lows += batch["low"].to_pylist()
+        highs += batch["high"].to_pylist()
+    return covering_range(lows, highs)
+
+
 class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
     """DataComp's rule: over all scored rows, keep those scoring >= the score at floor(n * f)."""
 
@@ -128,14 +178,18 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
         self.pool_rows = 0
 
     @property
+    def name(self) -> str:
+        return f"{self.spec.type}:{self.spec.column or self.spec.alias}"
+
+    @property
     def columns(self) -> list[str]:
-        return [score_column(self.spec.alias)]
+        return [self.spec.scored]
 
     def fit(self, pool: Any, *, folder: str) -> None:
-        alias = self.spec.alias
+        column = self.spec.scored
 
         def count(path: list[Level], low: float, width: float) -> np.ndarray:
-            stage = partial(_counts, alias=alias, path=path, low=low, width=width)
+            stage = partial(_counts, column=column, path=path, low=low, width=width)
             counts = np.zeros(BINS, np.int64)
             for batch in pool.map_batches(stage, batch_format="pyarrow").iter_batches(
                 batch_format="pyarrow", batch_size=None
@@ -145,7 +199,7 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
             return counts
 
         def collect(path: list[Level]) -> tuple[np.ndarray, np.ndarray]:
-            stage = partial(_values, alias=alias, path=path)
+            stage = partial(_values, column=column, path=path)
             parts = [
                 (batch["value"].to_numpy(), batch["count"].to_numpy())
                 for batch in pool.map_batches(stage, batch_format="pyarrow").iter_batches(
@@ -154,7 +208,11 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
             ]
             return _merged(parts)
 
-        self.threshold, self.pool_rows = exact_cut(count, collect, self.spec.fraction)
+        first = COSINE_RANGE if self.spec.column is None else _full_range(pool, column)
+        if first is None:
+            self.threshold, self.pool_rows = None, 0
+            return
+        self.threshold, self.pool_rows = exact_cut(count, collect, self.spec.fraction, first=first)
 
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pool_rows": self.pool_rows}
@@ -163,7 +221,7 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
         return self.columns
 
     def decide(self, table: pa.Table) -> Verdict:
-        scores = scores_of(table, self.spec.alias)
+        scores = values_of(table, self.spec.scored)
         cut = self.threshold
         return Verdict.from_reasons(
             [

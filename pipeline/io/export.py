@@ -1,10 +1,11 @@
 """`winnow export`: a run's embeddings in the layouts retrieval tools read.
 
 Each scored shard becomes one part: its rows with both embeddings (status ok),
-the embeddings as `vector` (image) and `text_vector`, with the id, caption, URL
-and score beside them. An output format (`formats`) writes the parts: `npy` in
-clip-retrieval's layout, which autofaiss builds an index from, `lance` as a
-Lance table LanceDB reads, `parquet` as one file.
+the embeddings as `vector` (image) and `text_vector`, with the id, caption, URL,
+score and the heads' and concepts' columns beside them. An output format
+(`formats`) writes the parts: `npy` in clip-retrieval's layout, which autofaiss
+builds an index from, `lance` as a Lance table LanceDB reads, `parquet` as one
+file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _part(run: Run, name: str, alias: str) -> pa.Table:
     image, text = embedding_column(alias, "image"), embedding_column(alias, "text")
     id_column = run.summary["config"]["input"]["id_column"]
     wanted = [c for c in (id_column, run.caption_column, URL) if c]
-    table = run.read_scored(name, [*wanted, score_column(alias), image, text])
+    table = run.read_scored(name, [*wanted, score_column(alias), *run.added, image, text])
     table = table.filter(pc.and_(pc.is_valid(table[image]), pc.is_valid(table[text])))
     return table.rename_columns(
         [{image: VECTOR, text: TEXT_VECTOR}.get(c, c) for c in table.column_names]

@@ -59,6 +59,12 @@ class Run:
         return [m["alias"] for m in self.summary["models"]]
 
     @property
+    def added(self) -> list[str]:
+        """The columns the run's heads and concepts add."""
+        config = self.summary["config"]
+        return [c["name"] for c in [*config.get("heads", []), *config.get("concepts", [])]]
+
+    @property
     def shards(self) -> list[str]:
         return list(self.summary["shards"])
 
@@ -94,8 +100,9 @@ class Run:
             return list(pool.map(lambda name: self._read(SCORED, name, columns), names))
 
     def scores(self) -> pa.Table:
-        """Every row's scores and status, with its shard and row: the one full pass."""
-        columns = [self.status_column, *(score_column(a) for a in self.aliases)]
+        """Every row's scores (heads' and concepts' too) and status, with its shard and row:
+        the one full pass."""
+        columns = [self.status_column, *(score_column(a) for a in self.aliases), *self.added]
         return pa.concat_tables(self._read_scored(self.shards, columns))
 
     def fetch(self, selection: pa.Table, columns: list[str]) -> pa.Table:

@@ -45,7 +45,8 @@ class ShardError(RuntimeError):
 def output_schema(
     input_schema: pa.Schema, config: WinnowConfig, dims: dict[str, int], metadata: dict[str, Any]
 ) -> pa.Schema:
-    """Input columns (image bytes only if kept), then status, error and each model's columns."""
+    """Input columns (image bytes only if kept), then status, error, each model's columns,
+    and the heads and concepts."""
     fields = [
         f
         for f in input_schema
@@ -61,6 +62,7 @@ def output_schema(
         for tower in ("image", "text"):
             kind = pa.list_(value_type, dims[model.alias])
             fields.append(pa.field(embedding_column(model.alias, tower), kind))
+    fields += [pa.field(column.name, pa.float32()) for column in config.columns()]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
 
 
@@ -76,6 +78,7 @@ class ShardWriter:
     ) -> None:
         self.shard, self.layout, self.config = shard, layout, config
         self.models = metadata["models"]
+        self.columns = metadata.get("columns", {})  # each head's and concept's digest
         self.schema = output_schema(shard.schema, config, dims, metadata)
         added = set(config.added_columns())
         self.input_columns = [name for name in self.schema.names if name not in added]
@@ -221,6 +224,7 @@ class ShardWriter:
             "committed_at": datetime.now(timezone.utc).isoformat(),
             "seconds": round(time.monotonic() - (self.started or time.monotonic()), 3),
             "models": self.models,
+            "columns": self.columns,
             **self.stats.to_json(),
         }
         self.layout.write_json(self.layout.stats(self.shard.name), record)

@@ -103,6 +103,10 @@ class Encoder(ABC):
     def encode_texts(self, tokens: Any) -> Any:
         """Text embeddings (not yet normalised) of a batch of token ids on the device."""
 
+    @abstractmethod
+    def logit_scale(self) -> float:
+        """What zero-shot classification multiplies cosine similarities by (CLIP's 100)."""
+
 
 def encoder_for(config: ModelConfig) -> type[Encoder]:
     """The family that loads `config`'s model."""

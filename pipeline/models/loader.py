@@ -8,9 +8,7 @@ makes them loadable by name exactly like a built-in one.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,7 +17,13 @@ from typing import Any
 from pipeline.config import ModelConfig
 from pipeline.models.architectures import CONFIG_DIR, architecture
 from pipeline.models.encoder import resolve_precision
-from pipeline.models.weights_file import WeightsFileError, check_weights_file
+from pipeline.models.weights_file import (
+    WeightsFileError,
+    check_weights_file,
+    file_sha256,
+    is_remote,
+    local_copy,
+)
 
 HF_HUB = "hf-hub:"
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -48,40 +52,8 @@ def get_tokenizer(name: str) -> Any:
     return open_clip().get_tokenizer(name)
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def _local_checkpoint(pretrained: str) -> str:
-    """Fetch a checkpoint held on object storage once per process; local paths pass through."""
-    if not _is_remote(pretrained):
-        return pretrained
-    import fsspec
-
-    target = Path(tempfile.gettempdir()) / "winnow-checkpoints"
-    target.mkdir(exist_ok=True)
-    local = target / (
-        hashlib.sha256(pretrained.encode()).hexdigest()[:16] + "-" + Path(pretrained).name
-    )
-    if not local.exists():
-        partial = local.with_suffix(local.suffix + f".{os.getpid()}.part")
-        with fsspec.open(pretrained, "rb") as source, open(partial, "wb") as sink:
-            while chunk := source.read(1 << 24):
-                sink.write(chunk)
-        partial.replace(local)
-    return str(local)
-
-
 def is_checkpoint_path(pretrained: str | None) -> bool:
-    return bool(pretrained) and (_is_remote(pretrained) or Path(pretrained).is_file())
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return bool(pretrained) and (is_remote(pretrained) or Path(pretrained).is_file())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +70,7 @@ def describe(config: ModelConfig) -> dict[str, Any]:
     name, pretrained = model_identifier(config)
     info: dict[str, Any] = {"alias": config.alias, "name": name, "pretrained": pretrained}
     if pretrained and is_checkpoint_path(pretrained):
-        info["checkpoint_sha256"] = file_sha256(_local_checkpoint(pretrained))
+        info["checkpoint_sha256"] = file_sha256(local_copy(pretrained))
     return info
 
 
@@ -107,7 +79,7 @@ def load_model(config: ModelConfig, *, device: str) -> LoadedModel:
 
     name, pretrained = model_identifier(config)
     if pretrained and is_checkpoint_path(pretrained):
-        pretrained = _local_checkpoint(pretrained)
+        pretrained = local_copy(pretrained)
     precision = resolve_precision(config.precision, device)
     # Built where it runs: open_clip builds every model on the CPU, random init
     # included (seconds and gigabytes of host memory for ViT-L-14), and then moves it;
@@ -167,7 +139,7 @@ def check_model(config: ModelConfig, *, name_key: str, pretrained_key: str) -> l
         )
     if pretrained is None:
         return [f"{pretrained_key}: none given, so {name} scores with random weights"]
-    if _is_remote(pretrained):
+    if is_remote(pretrained):
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(pretrained)

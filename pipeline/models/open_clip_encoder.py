@@ -85,3 +85,6 @@ class OpenClipEncoder(Encoder):
 
     def encode_texts(self, tokens: Any) -> Any:
         return self.model.encode_text(tokens)
+
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp())

@@ -10,11 +10,13 @@ mapped, which refuses anything but tensors and plain containers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import struct
+import tempfile
 from pathlib import Path
 
 # Bytes per element of each safetensors dtype.
@@ -41,6 +43,36 @@ HEADER_LIMIT = 100 << 20
 
 class WeightsFileError(ValueError):
     """Why a weights file cannot be loaded, in one line."""
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def local_copy(url: str) -> str:
+    """Fetch weights held on object storage once per process; local paths pass through."""
+    if not is_remote(url):
+        return url
+    import fsspec
+
+    target = Path(tempfile.gettempdir()) / "winnow-checkpoints"
+    target.mkdir(exist_ok=True)
+    local = target / (hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + Path(url).name)
+    if not local.exists():
+        partial = local.with_suffix(local.suffix + f".{os.getpid()}.part")
+        with fsspec.open(url, "rb") as source, open(partial, "wb") as sink:
+            while chunk := source.read(1 << 24):
+                sink.write(chunk)
+        partial.replace(local)
+    return str(local)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_weights_file(path: str) -> None:

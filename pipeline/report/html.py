@@ -29,6 +29,7 @@ pre {{ background: #f6f6f6; padding: 0.6rem; }}
 <h2>Counts</h2>{counts}
 <h2>Score distribution</h2>{distributions}
 <h2>Examples</h2>{examples}
+{added}
 <h2>Scores against captions and images</h2>{relations}
 <h2>Config</h2><details><summary>config as run</summary><pre>{config}</pre></details>
 </body></html>
@@ -51,6 +52,14 @@ def _table(rows: list[tuple[str, Any]]) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
     )
     return f"<table>{cells}</table>"
+
+
+def _added(run: Run, table: Any) -> str:
+    """The heads' and concepts' section, where the run has any."""
+    figures = views.added_columns(run, table)
+    if not figures:
+        return ""
+    return f"<h2>Heads and concepts</h2>{_figures(figures)}"
 
 
 def render(run: Run) -> str:
@@ -88,6 +97,7 @@ def render(run: Run) -> str:
         counts=_figures(views.counts(run)),
         distributions=_figures(views.distributions(run, table)),
         examples=_figures(examples),
+        added=_added(run, table),
         relations=_figures(views.relations(run)),
         config=html.escape(json.dumps(summary["config"], indent=2)),
     )

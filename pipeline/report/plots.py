@@ -51,6 +51,16 @@ def histogram(
     return figure
 
 
+def value_histogram(values: np.ndarray, column: str) -> Figure:
+    """A head's or concept's values: their own range, not the cosine's."""
+    figure = Figure(figsize=(6, 3.6), layout="constrained")
+    axis = figure.add_subplot()
+    shown = values[~np.isnan(values)]
+    axis.hist(shown, bins=50 if len(shown) else 1, color="tab:green", alpha=0.8)
+    axis.set(title=f"{column}: {len(shown):,} rows", xlabel=column, ylabel="rows")
+    return figure
+
+
 def retention_curve(scores: np.ndarray, alias: str) -> Figure:
     figure = Figure(figsize=(6, 3.6), layout="constrained")
     axis = figure.add_subplot()

@@ -23,16 +23,23 @@ from pipeline.schema import (
 SAMPLE_ROWS = 20_000
 
 
-def score_array(table: pa.Table, alias: str) -> np.ndarray:
-    values = pc.fill_null(table[score_column(alias)].cast(pa.float64()), np.nan)
+def column_array(table: pa.Table, column: str) -> np.ndarray:
+    values = pc.fill_null(table[column].cast(pa.float64()), np.nan)
     return values.to_numpy(zero_copy_only=False)
+
+
+def score_array(table: pa.Table, alias: str) -> np.ndarray:
+    return column_array(table, score_column(alias))
 
 
 def chosen_threshold(run: Run, alias: str, scores: np.ndarray) -> float:
     """The cut the run's own filters used, else LAION's, else the median score."""
     for spec in run.summary["config"].get("filters", []):
-        if spec.get("alias", "clip") == alias and spec["type"] == "score_threshold":
-            return float(spec["value"])
+        on_score = spec.get("column") in (None, score_column(alias))
+        if spec["type"] == "score_threshold" and spec.get("alias", "clip") == alias and on_score:
+            cut = spec.get("value", spec.get("min"))
+            if cut is not None:
+                return float(cut)
     fitted = run.summary.get("filters", {}).get("fitted", {}).get(f"score_top_fraction:{alias}", {})
     if fitted.get("threshold") is not None:
         return float(fitted["threshold"])
@@ -67,6 +74,29 @@ def examples(run: Run, table: pa.Table, alias: str, *, per_band: int = 6) -> dic
         figures[f"{alias} {band}"] = plots.example_grid(
             f"{alias}_score, {band}", run.images(selection), texts, scores[rows].tolist()
         )
+    return figures
+
+
+def added_columns(run: Run, table: pa.Table, *, per_band: int = 6) -> dict[str, Figure]:
+    """Per head and concept column: its histogram, and the examples at its bottom and top."""
+    figures = {}
+    for column in [c for c in run.added if c in table.column_names]:
+        values = column_array(table, column)
+        figures[f"{column} histogram"] = plots.value_histogram(values, column)
+        valid = np.flatnonzero(~np.isnan(values))
+        order = valid[np.argsort(values[valid], kind="stable")]
+        for band, rows in (("bottom", order[:per_band]), ("top", order[::-1][:per_band])):
+            if not len(rows):
+                continue
+            selection = table.take(pa.array(rows)).select([SAMPLE_SHARD, SAMPLE_ROW])
+            captions = run.fetch(selection, [run.caption_column])
+            texts = captions[run.caption_column].to_pylist() if captions.num_rows else None
+            figures[f"{column} {band}"] = plots.example_grid(
+                f"{column}, {band}",
+                run.images(selection),
+                texts or [None] * len(rows),
+                values[rows].tolist(),
+            )
     return figures
 
 

@@ -81,6 +81,8 @@ def build_dataset(tasks: list[dict[str, Any]], config: WinnowConfig, plan: Actor
         fn_constructor_kwargs={
             "models": models,
             "images": config.images.model_dump(),
+            "heads": [head.model_dump() for head in config.heads],
+            "concepts": [concept.model_dump() for concept in config.concepts],
             "embedding_dtype": config.output.embedding_dtype,
             "device": plan.device,
             "threads": plan.threads,

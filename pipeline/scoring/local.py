@@ -19,6 +19,8 @@ def scorer_for(config: WinnowConfig, *, device: str = "cpu") -> ClipScorer:
     return ClipScorer(
         models=[m.model_dump() for m in config.models],
         images=config.images.model_dump(),
+        heads=[head.model_dump() for head in config.heads],
+        concepts=[concept.model_dump() for concept in config.concepts],
         embedding_dtype="float32",
         device=device,
     )

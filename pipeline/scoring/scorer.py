@@ -1,7 +1,8 @@
 """The model actor: images and token ids in, embeddings, scores and row status out.
 
-Each actor loads its models once and keeps them on its device; Ray Data feeds it
-batches of image bytes and token ids. The actor composes three parts: row checks
+Each actor loads its models once and keeps them on its device, with the heads
+and concepts computed from their embeddings; Ray Data feeds it batches of image
+bytes and token ids. The actor composes three parts: row checks
 and decoding (`checks`), the batch made ready for the device (`prepare`), and
 the towers with the columns they make (`towers`). Bad rows get a status and a
 reason and never fail the batch; good rows in the same batch are scored as if
@@ -15,7 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import ImagesConfig, ModelConfig
+from pipeline.config_sections import ConceptConfig, HeadConfig
 from pipeline.models.encoder import Encoder, encoder_for
+from pipeline.models.heads import column_scorers
 from pipeline.scoring.prepare import GPU_PIL_THREADS, BatchPreparer, Prepared
 from pipeline.scoring.towers import Towers
 
@@ -36,6 +39,8 @@ class ClipScorer:
         *,
         models: list[dict[str, Any]],
         images: dict[str, Any],
+        heads: list[dict[str, Any]],
+        concepts: list[dict[str, Any]],
         embedding_dtype: str,
         device: str,
         threads: int | None = None,
@@ -56,9 +61,17 @@ class ClipScorer:
             device=device,
             threads=settings.decode_threads or decode_threads or own,
         )
+        scorers = column_scorers(
+            heads=[HeadConfig(**head) for head in heads],
+            concepts=[ConceptConfig(**concept) for concept in concepts],
+            encoders=self.models,
+            models=self.configs,
+            device=device,
+        )
         self.towers = Towers(
             encoders=self.models,
             configs=self.configs,
+            scorers=scorers,
             device=device,
             embedding_dtype=embedding_dtype,
         )

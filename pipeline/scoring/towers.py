@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from pipeline.config import ModelConfig
 from pipeline.models.encoder import Encoder
+from pipeline.models.heads import ColumnScorer, column_values
 from pipeline.schema import ERROR, ROW, SHARD, STATUS, embedding_column, score_column
 from pipeline.scoring.prepare import Prepared
 from pipeline.scoring.streams import hand_over
@@ -38,10 +39,11 @@ class Towers:
         *,
         encoders: list[Encoder],
         configs: list[ModelConfig],
+        scorers: list[ColumnScorer],
         device: str,
         embedding_dtype: str,
     ) -> None:
-        self.encoders, self.configs = encoders, configs
+        self.encoders, self.configs, self.scorers = encoders, configs, scorers
         self.device, self.embedding_dtype = device, embedding_dtype
         self.lock = threading.Lock()
 
@@ -78,7 +80,7 @@ class Towers:
 
     def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:
         """The actor's output: row ids, status and error, then each model's score and
-        embeddings (null where a row has none)."""
+        embeddings and the heads and concepts over them (null where a row has none)."""
         table, checks = prepared.table, prepared.checks
         num_rows = table.num_rows
         columns: dict[str, pa.Array] = {
@@ -102,4 +104,9 @@ class Towers:
             columns[embedding_column(alias, "text")] = embedding_array(
                 text, checks.text_rows, num_rows, dim, self.embedding_dtype
             )
+            towers = {"image": (image, checks.image_rows), "text": (text, checks.text_rows)}
+            for scorer in self.scorers:
+                if scorer.alias == alias:
+                    vectors, rows = towers[scorer.tower]
+                    columns[scorer.name] = column_values(scorer, vectors, rows, num_rows)
         return pa.table(columns)

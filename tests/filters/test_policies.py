@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from pipeline.config import parse_config
+from pipeline.config import ConfigError, parse_config
 from pipeline.filters.apply import evaluate
 from pipeline.filters.curate import build_policies
 from pipeline.filters.score_top_fraction import TopFractionPolicy
@@ -13,13 +13,14 @@ from pipeline.schema import IMAGE_BYTES
 from tests.builders import jpeg
 
 
-def policy(spec: dict):
+def policy(spec: dict, *, heads: list[dict] | None = None):
     config = parse_config(
         {
             "input": {"path": "x"},
             "output": {"path": "y"},
             "models": [{"name": "ViT-B-32"}],
             "filters": [spec],
+            "heads": heads or [],
         }
     )
     return next(p for p in build_policies(config) if p.spec.type == spec["type"])
@@ -70,6 +71,63 @@ def test_score_threshold_keeps_ties_and_rejects_missing_scores():
     p = policy({"type": "score_threshold", "value": 0.28})
     assert kept(p, table) == [True, False, True, False]
     assert p.decide(table).reasons[3] == "no score"
+
+
+def test_score_threshold_cuts_any_score_column_between_min_and_max():
+    table = pa.table(
+        {
+            "aesthetic": pa.array([5.0, 4.99, 7.0, None], pa.float32()),
+            "punsafe": pa.array([0.1, 0.1, 0.5, 0.2], pa.float32()),
+        }
+    )
+    heads = [
+        {"name": "aesthetic", "weights": "a.pth"},
+        {"name": "punsafe", "weights": "p.safetensors"},
+    ]
+    aesthetic = policy({"type": "score_threshold", "column": "aesthetic", "min": 5}, heads=heads)
+    assert aesthetic.name == "score_threshold:aesthetic"
+    assert kept(aesthetic, table) == [True, False, True, False]
+    assert aesthetic.decide(table).reasons[1:4:2] == ["aesthetic 4.9900 < 5.0", "no aesthetic"]
+    safe = policy({"type": "score_threshold", "column": "punsafe", "max": 0.5}, heads=heads)
+    assert kept(safe, table) == [True, True, False, True]
+    assert safe.decide(table).reasons[2] == "punsafe 0.5000 >= max 0.5"
+    band = policy(
+        {"type": "score_threshold", "column": "aesthetic", "min": 5, "max": 6}, heads=heads
+    )
+    assert kept(band, table) == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"column": "aesthetic", "min": 5}, "'aesthetic' is not a score column of this config"),
+        ({"alias": "clip"}, "a score_threshold needs value, min or max"),
+        ({"value": 0.3, "min": 0.2}, "give value or min, not both"),
+    ],
+)
+def test_score_threshold_refuses_what_it_cannot_cut_on(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        policy({"type": "score_threshold", **spec})
+
+
+def test_caption_words_keeps_captions_naming_an_imagenet_class():
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    assert "goldfish" in IMAGENET_CLASSNAMES and "great white shark" in IMAGENET_CLASSNAMES
+    captions = [
+        "A Goldfish in a bowl",
+        "then we left",  # "hen" is a class, inside another word it does not count
+        "a great white shark!",
+        "a great shark",
+        None,
+    ]
+    p = policy({"type": "caption_words", "word_list": "imagenet1k"})
+    assert kept(p, pa.table({"caption": captions})) == [True, False, True, False, False]
+    assert p.decide(pa.table({"caption": ["nothing here"]})).reasons == [
+        f"names none of the {len(set(IMAGENET_CLASSNAMES))} listed words"
+    ]
+    own = policy({"type": "caption_words", "words": ["Red Car"]})
+    assert kept(own, pa.table({"caption": ["a red car", "a red bike"]})) == [True, False]
 
 
 def test_top_fraction_decides_from_its_fitted_threshold_ties_included():

@@ -10,6 +10,7 @@ from pipeline.filters.score_top_fraction import (
     _bins,
     _merged,
     _within,
+    covering_range,
     datacomp_threshold,
     exact_cut,
 )
@@ -71,3 +72,19 @@ def test_the_driver_sorts_only_the_cuts_bin():
 
 def test_no_scores_no_cut():
     assert exact_cut(*passes(np.array([np.nan, np.nan]), []), 0.3) == (None, 0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_column_of_any_range_is_cut_by_the_same_rule(monkeypatch, seed):
+    """A head's column (an aesthetic score from 1 to 10, ties at its top) starts from its
+    own range, found by a pass over the blocks, instead of the cosine's."""
+    monkeypatch.setattr(top, "EXACT_ROWS", 5)
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(5.5, 1.5, 3000), 1 + seed % 3).clip(1, 10)
+    scores[rng.random(len(scores)) < 0.05] = np.nan
+    blocks = np.array_split(scores, 7)
+    first = covering_range([np.nanmin(b) for b in blocks], [np.nanmax(b) for b in blocks])
+    for fraction in (0.3, 0.01, 1.0):
+        cut, _ = exact_cut(*passes(scores, []), fraction, first=first)
+        assert cut == datacomp_threshold(scores, fraction)
+    assert covering_range([np.nan], [np.nan]) is None

@@ -25,6 +25,10 @@ def test_report_page_has_its_plots_and_examples_and_renders(demo_run, tmp_path):
     assert {"histogram", "retention clip", "status", "caption length"} <= set(images)
     assert {"clip bottom", "clip top"} <= set(images)
     assert any(name.startswith("clip around") for name in images)
+    # A histogram per head and concept column, and the examples at either end of it.
+    for column in ("aesthetic", "red"):
+        assert {f"{column} histogram", f"{column} bottom", f"{column} top"} <= set(images)
+    assert "<h2>Heads and concepts</h2>" in page
     assert "winnow-tiny" in page and "rows/s" in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched
 
