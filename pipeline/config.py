@@ -23,7 +23,13 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.config_sections import ConceptConfig, HeadConfig, Section, check_identifier
+from pipeline.config_sections import (
+    ColumnConfig,
+    ConceptConfig,
+    HeadConfig,
+    Section,
+    check_identifier,
+)
 from pipeline.schema import model_columns, score_column
 
 
@@ -278,7 +284,7 @@ class WinnowConfig(Section):
         """The columns a score filter can cut on: each model's score, each head and concept."""
         return [score_column(m.alias) for m in self.models] + [c.name for c in self.columns()]
 
-    def columns(self) -> list[HeadConfig | ConceptConfig]:
+    def columns(self) -> list[ColumnConfig]:
         """The heads and concepts: each adds one column made from embeddings."""
         return [*self.heads, *self.concepts]
 

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import ModelConfig
-from pipeline.config_sections import ConceptConfig, HeadConfig
+from pipeline.config_sections import ColumnConfig, ConceptConfig, HeadConfig
 from pipeline.models.encoder import Encoder, encoder_for
 from pipeline.models.weights_file import (
     WeightsFileError,
@@ -223,7 +223,7 @@ def load_head(config: HeadConfig) -> Head:
     return head
 
 
-def column_digest(entry: HeadConfig | ConceptConfig, model: dict[str, Any]) -> str:
+def column_digest(entry: ColumnConfig, model: dict[str, Any]) -> str:
     """What a column's values depend on: the entry (a head's weights by their hash, not
     their path) and the model that made the embeddings (`describe`'s record of it)."""
     made_by = [model["alias"], model["name"], model.get("checkpoint_sha256") or model["pretrained"]]

@@ -87,4 +87,4 @@ class OpenClipEncoder(Encoder):
         return self.model.encode_text(tokens)
 
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
