@@ -231,21 +231,36 @@ def test_unloadable_weights_are_refused_before_ray_starts(
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
-def test_a_head_for_another_width_is_refused_naming_both_widths(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize(
+    ("shapes", "cause"),
+    [
+        (
+            {"weight": [1, 768], "bias": [1]},
+            "heads.0: aesthetic takes 768-wide embeddings, but alias 'clip' (winnow-test-tiny) "
+            "makes 32-wide ones; give it the head trained for that model",
+        ),
+        (
+            {"layers.0.weight": [8, 32], "layers.2.weight": [1, 9]},
+            "heads.0.weights: {head} cannot be loaded as a head: layers.2 takes 9 inputs, "
+            "but layers.0 gives 8",
+        ),
+    ],
+    ids=["another-width", "wrong-shapes"],
+)
+def test_a_head_of_the_wrong_shapes_is_refused_in_one_line(
+    tmp_path, tiny_checkpoint, shapes, cause
+):
     import torch
     from safetensors.torch import save_file
 
     write_dataset(tmp_path / "in", shards=1, rows=2)
-    head = tmp_path / "l14-aesthetic.safetensors"
-    save_file({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}, str(head))
+    head = tmp_path / "head.safetensors"
+    save_file({key: torch.zeros(shape) for key, shape in shapes.items()}, str(head))
     data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
     data["heads"] = [{"name": "aesthetic", "weights": str(head)}]
-    result = winnow("run", str(write_config(tmp_path / "wide.yaml", data)), cwd=tmp_path)
+    result = winnow("run", str(write_config(tmp_path / "head.yaml", data)), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "winnow: heads.0: aesthetic takes 768-wide embeddings, but alias 'clip' "
-        "(winnow-test-tiny) makes 32-wide ones; give it the head trained for that model"
-    ]
+    assert result.stderr.strip().splitlines() == [f"winnow: {cause.format(head=head)}"]
     assert not (tmp_path / "out").exists()
 
 
