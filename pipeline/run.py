@@ -1,8 +1,8 @@
 """The scoring run: discover, check, stream through Ray, commit shard by shard, summarise.
 
 Everything that can be refused is refused before the first byte is written:
-config values, model names and checkpoints, and input columns that the run's
-added columns would overwrite.
+config values, model names and checkpoints, heads' weights, and input columns
+that the run's added columns would overwrite.
 """
 
 from __future__ import annotations
