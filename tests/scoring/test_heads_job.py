@@ -29,7 +29,9 @@ WATERMARK = {
 
 
 def saved(module: nn.Module, path) -> str:
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    """As published: safetensors, or a plain state dict for torch.load."""
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    torch.save(state, path) if path.suffix == ".pth" else save_file(state, str(path))
     return str(path)
 
 
@@ -51,96 +53,91 @@ def zero_shot(checkpoint, images: np.ndarray, concept: dict) -> np.ndarray:
     return probs[:, : len(concept["prompts"])].sum(-1).numpy()
 
 
-@pytest.fixture()
-def heads(tmp_path):
+@pytest.fixture(scope="module")
+def in_pass(tmp_path_factory, tiny_checkpoint, local_ray):
+    """Two shards scored with three heads (v2 and v1 layouts, image and text) and a concept
+    in the pass, float16 embeddings stored: the modules, the config data, the output."""
+    root = tmp_path_factory.mktemp("heads")
     torch.manual_seed(7)
     modules = {
         "aesthetic": aesthetic_v2(32),
         "punsafe": aesthetic_v1(32),
         "sharp": aesthetic_v1(32),
     }
-    entries = {
-        "aesthetic": {
-            "name": "aesthetic",
-            "weights": saved(modules["aesthetic"], tmp_path / "a.safetensors"),
-        },
-        "punsafe": {
+    heads = [
+        {"name": "aesthetic", "weights": saved(modules["aesthetic"], root / "a.safetensors")},
+        {
             "name": "punsafe",
-            "weights": saved(modules["punsafe"], tmp_path / "p.safetensors"),
+            "weights": saved(modules["punsafe"], root / "p.safetensors"),
             "activation": "sigmoid",
         },
-        "sharp": {
-            "name": "sharp",
-            "input": "text",
-            "weights": saved(modules["sharp"], tmp_path / "s.safetensors"),
-        },
-    }
-    return modules, entries
-
-
-def test_heads_and_a_concept_in_the_pass_match_plain_torch_and_open_clip(
-    tmp_path, tiny_checkpoint, heads
-):
-    modules, entries = heads
-    (path,) = write_dataset(tmp_path / "in", shards=1, rows=12)
-    data = config_data(tmp_path / "in", tmp_path / "out", tiny_checkpoint)
-    data["heads"] = [entries["aesthetic"], entries["punsafe"]]
-    data["concepts"] = [WATERMARK]
-    assert run(parse_config(data)).failed == []
-    scored = pq.read_table(tmp_path / "out" / "scored" / path.name)
-    source = pq.read_table(path)
-    _, image, _ = reference_scores(
-        tiny_checkpoint, source["jpg"].to_pylist(), source["caption"].to_pylist()
+        {"name": "sharp", "input": "text", "weights": saved(modules["sharp"], root / "s.pth")},
+    ]
+    write_dataset(root / "in", shards=2, rows=10)
+    data = config_data(
+        root / "in", root / "a", tiny_checkpoint, output={"embedding_dtype": "float16"}
     )
-    np.testing.assert_allclose(embeddings(scored, "clip_image_embedding"), image, atol=1e-4)
-    for name in ("aesthetic", "punsafe"):
-        assert scored.schema.field(name).type == "float"
-        expected = plain(modules[name], image, entries[name].get("activation", "none"))
-        np.testing.assert_allclose(scored[name].to_numpy(), expected, rtol=1e-4, atol=1e-5)
-    watermark = scored["watermark"].to_numpy()
-    np.testing.assert_allclose(watermark, zero_shot(tiny_checkpoint, image, WATERMARK), atol=1e-5)
-    assert ((watermark > 0) & (watermark < 1)).all()
-    # The filtered output carries the new columns too.
-    filtered = pq.read_table(tmp_path / "out" / "filtered" / path.name)
-    assert {"aesthetic", "punsafe", "watermark"} <= set(filtered.column_names)
+    data["heads"], data["concepts"] = heads, [WATERMARK]
+    assert run(parse_config(data)).failed == []
+    return modules, data, root
 
 
-def test_filter_adds_a_head_from_stored_embeddings_once_and_filters_on_it(
-    tmp_path, tiny_checkpoint, heads
+def test_heads_and_a_concept_in_the_pass_match_plain_torch_and_open_clip(in_pass, tiny_checkpoint):
+    modules, _, root = in_pass
+    activations = {"punsafe": "sigmoid"}
+    for path in sorted((root / "in").glob("*.parquet")):
+        scored = pq.read_table(root / "a" / "scored" / path.name)
+        source = pq.read_table(path)
+        _, image, text = reference_scores(
+            tiny_checkpoint, source["jpg"].to_pylist(), source["caption"].to_pylist()
+        )
+        np.testing.assert_allclose(embeddings(scored, "clip_image_embedding"), image, atol=1e-3)
+        for name, tower in (("aesthetic", image), ("punsafe", image), ("sharp", text)):
+            assert scored.schema.field(name).type == "float"
+            expected = plain(modules[name], tower, activations.get(name, "none"))
+            np.testing.assert_allclose(scored[name].to_numpy(), expected, rtol=1e-4, atol=1e-5)
+        watermark = scored["watermark"].to_numpy()
+        expected = zero_shot(tiny_checkpoint, image, WATERMARK)
+        np.testing.assert_allclose(watermark, expected, atol=1e-5)
+        assert ((watermark > 0) & (watermark < 1)).all()
+        # The filtered output carries the new columns too.
+        filtered = pq.read_table(root / "a" / "filtered" / path.name)
+        assert {"aesthetic", "punsafe", "sharp", "watermark"} <= set(filtered.column_names)
+
+
+def test_filter_adds_heads_from_stored_embeddings_once_and_filters_on_them(
+    in_pass, tiny_checkpoint
 ):
-    modules, entries = heads
-    shards = write_dataset(tmp_path / "in", shards=2, rows=10)
-    half = {"embedding_dtype": "float16"}
-    # One output gets the heads in the scoring pass ...
-    in_pass = config_data(tmp_path / "in", tmp_path / "a", tiny_checkpoint, output=half)
-    in_pass["heads"] = [entries["aesthetic"], entries["sharp"]]
-    in_pass["concepts"] = [WATERMARK]
-    assert run(parse_config(in_pass)).failed == []
-    # ... the other is scored without them, and `winnow filter` adds them afterwards.
-    later = config_data(tmp_path / "in", tmp_path / "b", tiny_checkpoint, output=half)
+    modules, in_pass_data, root = in_pass
+    # Scored without heads; `winnow filter` adds them afterwards and filters on one.
+    later = config_data(
+        root / "in", root / "b", tiny_checkpoint, output={"embedding_dtype": "float16"}
+    )
     assert run(parse_config(later)).failed == []
-    later["heads"], later["concepts"] = in_pass["heads"], in_pass["concepts"]
+    later["heads"], later["concepts"] = in_pass_data["heads"], in_pass_data["concepts"]
     later["filters"] = [{"type": "score_threshold", "column": "aesthetic", "min": 0.0}]
     assert run(parse_config(later), score=False).failed == []
+    added = {"aesthetic", "punsafe", "sharp", "watermark"}
+    shards = sorted((root / "in").glob("*.parquet"))
     for path in shards:
-        a = pq.read_table(tmp_path / "a" / "scored" / path.name)
-        b = pq.read_table(tmp_path / "b" / "scored" / path.name)
+        a = pq.read_table(root / "a" / "scored" / path.name)
+        b = pq.read_table(root / "b" / "scored" / path.name)
         assert b.num_rows == a.num_rows and b["key"].equals(a["key"])
-        for name in ("aesthetic", "sharp", "watermark"):
+        for name in added:
             # In the pass from float32 embeddings, afterwards from the stored float16 ones.
             np.testing.assert_allclose(b[name].to_numpy(), a[name].to_numpy(), atol=2e-3)
         text = embeddings(b, "clip_text_embedding").astype(np.float32)
         np.testing.assert_allclose(b["sharp"].to_numpy(), plain(modules["sharp"], text), atol=1e-5)
-        kept = pq.read_table(tmp_path / "b" / "filtered" / path.name)
+        kept = pq.read_table(root / "b" / "filtered" / path.name)
         assert kept["key"].to_pylist() == [
             k
             for k, v in zip(b["key"].to_pylist(), b["aesthetic"].to_pylist(), strict=True)
             if v >= 0
         ]
-        record = json.loads((tmp_path / "b" / "stats" / f"{path.stem}.json").read_text())
-        assert set(record["columns"]) == {"aesthetic", "sharp", "watermark"}
+        record = json.loads((root / "b" / "stats" / f"{path.stem}.json").read_text())
+        assert set(record["columns"]) == added
     # A third run finds them there and computes nothing again.
-    scored = tmp_path / "b" / "scored" / shards[0].name
+    scored = root / "b" / "scored" / shards[0].name
     before = scored.stat().st_mtime_ns
     assert run(parse_config(later), score=False).failed == []
     assert scored.stat().st_mtime_ns == before
