@@ -6,7 +6,8 @@ aesthetic predictor v1 (`weight`, `bias`: one linear layer) and the improved
 predictor (`layers.0`, `.2`, `.4`, `.6`, `.7`: 768-1024-128-64-16-1; its dropouts
 act only in training and it has no activations). A concept is CLIP's zero-shot
 softmax over its prompts and their opposites, summed over the prompts. One code
-path computes both, in numpy, in the model actor and from stored embeddings, so
+path computes both, in torch float32: in the model actor on its device, on the
+embeddings it has just made, and afterwards on the CPU from the stored ones, so
 the two agree to the stored embeddings' precision.
 """
 
@@ -41,34 +42,44 @@ class HeadError(ValueError):
 @dataclass(frozen=True, kw_only=True)
 class Layer:
     name: str
-    weight: np.ndarray  # (outputs, inputs), float32
-    bias: np.ndarray | None  # (outputs,)
+    weight: Any  # a float32 tensor (outputs, inputs)
+    bias: Any  # a float32 tensor (outputs,), or None
 
 
 class ColumnScorer(ABC):
-    """What heads and concepts share: a column from one alias's embeddings of one tower."""
+    """What heads and concepts share: a column from one alias's embeddings of one tower,
+    computed by torch where the embeddings are (the actor's device; the CPU afterwards)."""
 
     def __init__(self, *, name: str, alias: str, tower: str) -> None:
         self.name, self.alias, self.tower = name, alias, tower
 
     @abstractmethod
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        """float32 values, one per row of `embeddings` (L2-normalised, any float dtype)."""
+    def to(self, device: str) -> ColumnScorer:
+        """Its tensors moved to `device`; returns itself."""
+
+    @abstractmethod
+    def __call__(self, embeddings: Any) -> Any:
+        """float32 values, one per row of `embeddings` (a float32 tensor on its device,
+        rows L2-normalised)."""
+
+    def values(self, embeddings: np.ndarray) -> np.ndarray:
+        """The same on the CPU, from stored embeddings (float16 or float32)."""
+        import torch
+
+        with torch.inference_mode():
+            return self(torch.from_numpy(np.asarray(embeddings, np.float32))).numpy()
 
 
-def _activate(values: np.ndarray, kind: str) -> np.ndarray:
+def _activate(values: Any, kind: str) -> Any:
+    import torch
+
     if kind == "relu":
-        return np.maximum(values, 0)
+        return torch.relu(values)
     if kind == "sigmoid":
-        return 1 / (1 + np.exp(-values))
+        return torch.sigmoid(values)
     if kind == "softmax":
-        return _softmax(values)
+        return torch.softmax(values, dim=-1)
     return values
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class Head(ColumnScorer):
@@ -81,16 +92,26 @@ class Head(ColumnScorer):
         """The embedding width the first layer takes."""
         return int(self.layers[0].weight.shape[1])
 
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        values = np.asarray(embeddings, np.float32)
+    def to(self, device: str) -> Head:
+        self.layers = [
+            Layer(
+                name=layer.name,
+                weight=layer.weight.to(device),
+                bias=None if layer.bias is None else layer.bias.to(device),
+            )
+            for layer in self.layers
+        ]
+        return self
+
+    def __call__(self, embeddings: Any) -> Any:
+        import torch.nn.functional as F
+
+        values = embeddings
         for index, layer in enumerate(self.layers):
-            values = values @ layer.weight.T
-            if layer.bias is not None:
-                values = values + layer.bias
+            values = F.linear(values, layer.weight, layer.bias)
             if index < len(self.layers) - 1:
                 values = _activate(values, self.config.hidden_activation)
-        values = _activate(values, self.config.activation)
-        return values[:, self.config.output].astype(np.float32)
+        return _activate(values, self.config.activation)[:, self.config.output]
 
 
 class Concept(ColumnScorer):
@@ -98,23 +119,29 @@ class Concept(ColumnScorer):
         """`texts`: the normalised embeddings of the prompts, then of `against`."""
         super().__init__(name=config.name, alias=config.alias, tower="image")
         self.prompts, self.texts, self.scale = len(config.prompts), texts, scale
+        self.to("cpu")
 
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        logits = self.scale * (np.asarray(embeddings, np.float32) @ self.texts.T)
-        return _softmax(logits)[:, : self.prompts].sum(axis=1).astype(np.float32)
+    def to(self, device: str) -> Concept:
+        import torch
+
+        self.tensor = torch.from_numpy(self.texts).to(device)
+        return self
+
+    def __call__(self, embeddings: Any) -> Any:
+        import torch
+
+        logits = self.scale * embeddings @ self.tensor.T
+        return torch.softmax(logits, dim=-1)[:, : self.prompts].sum(dim=-1)
 
 
-def column_values(
-    scorer: ColumnScorer, vectors: np.ndarray, rows: np.ndarray, num_rows: int
-) -> pa.Array:
-    """A scorer's float32 column over `num_rows` rows, from the embeddings of `rows` (the
-    rows that have one); null elsewhere."""
-    values = np.zeros(num_rows, np.float32)
+def placed(values: np.ndarray, rows: np.ndarray, num_rows: int) -> pa.Array:
+    """A float32 column over `num_rows` rows from the values of `rows` (the rows that have
+    an embedding); null elsewhere."""
+    column = np.zeros(num_rows, np.float32)
     valid = np.zeros(num_rows, bool)
-    if len(rows):
-        values[rows] = scorer(vectors)
-        valid[rows] = True
-    return pa.array(values, pa.float32(), mask=~valid)
+    column[rows] = values
+    valid[rows] = True
+    return pa.array(column, pa.float32(), mask=~valid)
 
 
 def concept_texts(
@@ -148,12 +175,12 @@ def column_scorers(
         encoder, model = by_alias[concept.alias]
         texts, scale = concept_texts(encoder, concept, model=model, device=device)
         scorers.append(Concept(config=concept, texts=texts, scale=scale))
-    return scorers
+    return [scorer.to(device) for scorer in scorers]
 
 
-def read_state_dict(weights: str) -> dict[str, np.ndarray]:
-    """A head's tensors as float32 arrays, from safetensors or a weights-only torch file;
-    nothing in the file runs (`weights_file`)."""
+def read_state_dict(weights: str) -> dict[str, Any]:
+    """A head's tensors in float32 on the CPU, from safetensors or a weights-only torch
+    file; nothing in the file runs (`weights_file`)."""
     import torch
 
     path = local_copy(weights)
@@ -170,7 +197,7 @@ def read_state_dict(weights: str) -> dict[str, np.ndarray]:
         state = state["state_dict"]  # as Lightning and some trainers save them
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise HeadError("it holds no state dict of tensors (a whole pickled model is refused)")
-    return {str(k): v.detach().float().numpy() for k, v in state.items()}
+    return {str(k): v.detach().float() for k, v in state.items()}
 
 
 def _order(prefix: str) -> list[Any]:
@@ -178,10 +205,10 @@ def _order(prefix: str) -> list[Any]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.]", prefix)]
 
 
-def layer_stack(state: dict[str, np.ndarray]) -> list[Layer]:
+def layer_stack(state: dict[str, Any]) -> list[Layer]:
     """The linear layers a state dict holds, in order, each taking the one before's outputs."""
-    weights: dict[str, np.ndarray] = {}
-    biases: dict[str, np.ndarray] = {}
+    weights: dict[str, Any] = {}
+    biases: dict[str, Any] = {}
     for key, value in state.items():
         prefix, _, kind = key.rpartition(".")
         if kind not in ("weight", "bias") and key not in ("weight", "bias"):

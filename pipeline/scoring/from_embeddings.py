@@ -34,9 +34,9 @@ from pipeline.models.heads import (
     ColumnScorer,
     Concept,
     column_digest,
-    column_values,
     concept_texts,
     load_head,
+    placed,
 )
 from pipeline.schema import embedding_column
 
@@ -69,7 +69,7 @@ def _values(scorer: ColumnScorer, table: pa.Table) -> pa.Array:
     stored = table[embedding_column(scorer.alias, scorer.tower)].combine_chunks()
     rows = np.flatnonzero(stored.is_valid().to_numpy(zero_copy_only=False))
     vectors = stored.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), -1)
-    return column_values(scorer, vectors, rows, table.num_rows)
+    return placed(scorer.values(vectors), rows, table.num_rows)
 
 
 def add_columns(

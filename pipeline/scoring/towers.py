@@ -4,6 +4,7 @@ a time, into L2-normalised embeddings, cosine scores and the actor's output colu
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,21 @@ import pyarrow as pa
 
 from pipeline.config import ModelConfig
 from pipeline.models.encoder import Encoder
-from pipeline.models.heads import ColumnScorer, column_values
+from pipeline.models.heads import ColumnScorer, placed
 from pipeline.schema import ERROR, ROW, SHARD, STATUS, embedding_column, score_column
 from pipeline.scoring.prepare import Prepared
 from pipeline.scoring.streams import hand_over
 from pipeline.status import RowStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class Encoded:
+    """One encoder's output for a batch: the embeddings of the rows each tower took, and
+    each of its heads' and concepts' values of the same rows, by name."""
+
+    image: np.ndarray
+    text: np.ndarray
+    columns: dict[str, np.ndarray]
 
 
 def embedding_array(
@@ -47,8 +58,9 @@ class Towers:
         self.device, self.embedding_dtype = device, embedding_dtype
         self.lock = threading.Lock()
 
-    def encode(self, prepared: Prepared) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each encoder's (image, text) embeddings of the rows each tower takes."""
+    def encode(self, prepared: Prepared) -> list[Encoded]:
+        """Each encoder's embeddings of the rows each tower takes, and its heads' and
+        concepts' values of the same rows."""
         with self.lock:
             hand_over(prepared.ready, prepared.pixels)
             return [
@@ -58,27 +70,37 @@ class Towers:
                 )
             ]
 
-    def _encode(
-        self, encoder: Encoder, size: int, pixels: Any, tokens: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, encoder: Encoder, size: int, pixels: Any, tokens: Any) -> Encoded:
         import torch
         import torch.nn.functional as F
 
-        def run(encode: Any, inputs: Any, dtype: Any = None) -> np.ndarray:
+        scorers = [s for s in self.scorers if s.alias == encoder.alias]
+        values: dict[str, list[Any]] = {scorer.name: [] for scorer in scorers}
+
+        def run(tower: str, encode: Any, inputs: Any, dtype: Any = None) -> np.ndarray:
             if inputs is None:
                 return np.zeros((0, encoder.dim), np.float32)
             out = []
             for start in range(0, inputs.shape[0], size):
                 chunk = inputs[start : start + size].to(self.device, dtype, non_blocking=True)
-                out.append(F.normalize(encode(chunk).float(), dim=-1).cpu())
+                normed = F.normalize(encode(chunk).float(), dim=-1)
+                # On the device, beside the embeddings: the heads add no copy and no host work.
+                for scorer in scorers:
+                    if scorer.tower == tower:
+                        values[scorer.name].append(scorer(normed).cpu())
+                out.append(normed.cpu())
             return torch.cat(out).numpy()
 
         with torch.inference_mode():
-            image = run(encoder.encode_images, pixels, encoder.dtype)
-            text = run(encoder.encode_texts, tokens)
-        return image, text
+            image = run("image", encoder.encode_images, pixels, encoder.dtype)
+            text = run("text", encoder.encode_texts, tokens)
+            scored = {
+                name: torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
+                for name, parts in values.items()
+            }
+        return Encoded(image=image, text=text, columns=scored)
 
-    def columns(self, prepared: Prepared, encoded: list[tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+    def columns(self, prepared: Prepared, encoded: list[Encoded]) -> pa.Table:
         """The actor's output: row ids, status and error, then each model's score and
         embeddings and the heads and concepts over them (null where a row has none)."""
         table, checks = prepared.table, prepared.checks
@@ -90,7 +112,8 @@ class Towers:
             ERROR: pa.array(checks.error, pa.string()),
         }
         scored = np.asarray([s == RowStatus.OK for s in checks.status], bool)
-        for (image, text), encoder in zip(encoded, self.encoders, strict=True):
+        for each, encoder in zip(encoded, self.encoders, strict=True):
+            image, text = each.image, each.text
             dim, alias = encoder.dim, encoder.alias
             image_full = np.zeros((num_rows, dim), np.float32)
             text_full = np.zeros((num_rows, dim), np.float32)
@@ -104,9 +127,9 @@ class Towers:
             columns[embedding_column(alias, "text")] = embedding_array(
                 text, checks.text_rows, num_rows, dim, self.embedding_dtype
             )
-            towers = {"image": (image, checks.image_rows), "text": (text, checks.text_rows)}
+            rows = {"image": checks.image_rows, "text": checks.text_rows}
             for scorer in self.scorers:
                 if scorer.alias == alias:
-                    vectors, rows = towers[scorer.tower]
-                    columns[scorer.name] = column_values(scorer, vectors, rows, num_rows)
+                    values = each.columns[scorer.name]
+                    columns[scorer.name] = placed(values, rows[scorer.tower], num_rows)
         return pa.table(columns)

@@ -94,11 +94,11 @@ def test_laion_aesthetic_layouts_load_as_published_and_match_torch(
     assert head.width == 768
     embeddings = unit_rows(64, 768)
     np.testing.assert_allclose(
-        head(embeddings), reference(module, embeddings), rtol=1e-5, atol=1e-5
+        head.values(embeddings), reference(module, embeddings), rtol=1e-5, atol=1e-5
     )
     # Stored fp16 embeddings give the same values to fp16 precision.
     np.testing.assert_allclose(
-        head(embeddings.astype(np.float16)), reference(module, embeddings), atol=2e-3
+        head.values(embeddings.astype(np.float16)), reference(module, embeddings), atol=2e-3
     )
 
 
@@ -111,9 +111,9 @@ def test_activations_and_the_chosen_output_match_torch(tmp_path):
         logits = module(torch.from_numpy(embeddings))
     config = {"name": "punsafe", "weights": weights, "hidden_activation": "relu"}
     sigmoid = load_head(HeadConfig(**config, activation="sigmoid"))
-    np.testing.assert_allclose(sigmoid(embeddings), torch.sigmoid(logits)[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(sigmoid.values(embeddings), torch.sigmoid(logits)[:, 0], rtol=1e-5)
     softmax = load_head(HeadConfig(**config, activation="softmax", output=1))
-    np.testing.assert_allclose(softmax(embeddings), logits.softmax(-1)[:, 1], rtol=1e-5)
+    np.testing.assert_allclose(softmax.values(embeddings), logits.softmax(-1)[:, 1], rtol=1e-5)
     with pytest.raises(HeadError, match="output 2 asked for, but its last layer has 2"):
         load_head(HeadConfig(**config, output=2))
 
