@@ -30,12 +30,12 @@ from pipeline.bench.cpu_use import CpuUse, cpu_use
 from pipeline.bench.decode_rates import decode_only, decode_tensor, synchronise
 from pipeline.config import (
     ConfigError,
-    DecodePath,
     ModelConfig,
     RayConfig,
     WinnowConfig,
     parse_config,
 )
+from pipeline.config_sections import DecodePath
 from pipeline.heartbeat import logged_every, so_far
 from pipeline.io.shards import discover, span_rows
 from pipeline.models.encoder import encoder_for, resolve_precision
