@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     refilter = commands.add_parser(
         "filter",
         help="re-apply the config's filters to a run's scored output, adding the heads and "
-        "concepts it lacks from its stored embeddings; no image model is loaded",
+        "concepts it lacks from its stored embeddings; no image is scored again",
         parents=[_common()],
     )
     refilter.add_argument("config", help="the run's YAML config, with the filters to apply")

@@ -1,7 +1,7 @@
 """Heads and concepts a scored output lacks, computed from its stored embeddings.
 
 `winnow filter`, and `winnow run` over shards scored before a head or concept
-was configured, add them without an image or an image model: a head needs only
+was configured, add them without images or the image tower: a head needs only
 the stored embeddings; a concept's texts go once through the alias's text tower,
 in one Ray task per alias, and each row's stored image embedding does the rest.
 
