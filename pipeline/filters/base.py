@@ -23,10 +23,31 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, model_serializer
 
 from pipeline.config import FilterSpec, WinnowConfig, filter_type, register_filter
 from pipeline.filters.drops import ShardDrops, read_drops, write_drops
-from pipeline.schema import ROW, SHARD_NAME
+from pipeline.schema import ROW, SHARD_NAME, score_column
+
+
+class ScoreColumnSpec(FilterSpec):
+    """What the score filters share: the column they cut on, a model's score by default."""
+
+    alias: str = "clip"
+    column: str | None = Field(
+        default=None,
+        description="A score column: <alias>_score, a head's or a concept's name; "
+        "null: the alias's score.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        """The run records the keys that were set (reruns and the report read them)."""
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @property
+    def scored(self) -> str:
+        return self.column or score_column(self.alias)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +79,9 @@ class Policy(ABC):
 
     @property
     def name(self) -> str:
-        alias = getattr(self.spec, "alias", None)
-        return f"{self.spec.type}:{alias}" if alias else self.spec.type
+        """Its type, and the score column or model alias it works on."""
+        on = getattr(self.spec, "column", None) or getattr(self.spec, "alias", None)
+        return f"{self.spec.type}:{on}" if on else self.spec.type
 
     def needs_image_bytes(self) -> bool:
         return False

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.config import FilterSpec
-from pipeline.filters.base import Policy, Verdict, values_of
-from pipeline.schema import score_column
+from pipeline.filters.base import Policy, ScoreColumnSpec, Verdict, values_of
 
 
-class ScoreThresholdFilter(FilterSpec):
+class ScoreThresholdFilter(ScoreColumnSpec):
     type: Literal["score_threshold"]
-    alias: str = "clip"
-    column: str | None = Field(
-        default=None,
-        description="A score column: <alias>_score, a head's or a concept's name; "
-        "null: the alias's score.",
-    )
     value: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="LAION's rule: keep score >= value."
     )
@@ -35,24 +27,9 @@ class ScoreThresholdFilter(FilterSpec):
             raise ValueError("give value or min, not both (value is LAION's name for min)")
         return self
 
-    @model_serializer(mode="wrap")
-    def _without_unset(self, handler: Any) -> dict[str, Any]:
-        """The run records the keys that were set (reruns and the report read them)."""
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or k == "type"}
-
-    @property
-    def scored(self) -> str:
-        """The column it cuts on."""
-        return self.column or score_column(self.alias)
-
 
 class ScoreThresholdPolicy(Policy, spec=ScoreThresholdFilter):
     """Keep `min <= column < max` (`value` is `min`); rows without a value are rejected."""
-
-    @property
-    def name(self) -> str:
-        return f"{self.spec.type}:{self.spec.column or self.spec.alias}"
 
     def reads(self) -> list[str] | None:
         return [self.spec.scored]

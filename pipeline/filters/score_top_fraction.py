@@ -16,32 +16,15 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, model_serializer
+from pydantic import Field
 
-from pipeline.config import FilterSpec, WinnowConfig
-from pipeline.filters.base import PoolPolicy, Verdict, values_of
-from pipeline.schema import score_column
+from pipeline.config import WinnowConfig
+from pipeline.filters.base import PoolPolicy, ScoreColumnSpec, Verdict, values_of
 
 
-class ScoreTopFractionFilter(FilterSpec):
+class ScoreTopFractionFilter(ScoreColumnSpec):
     type: Literal["score_top_fraction"]
-    alias: str = "clip"
-    column: str | None = Field(
-        default=None,
-        description="A score column: <alias>_score, a head's or a concept's name; "
-        "null: the alias's score.",
-    )
     fraction: float = Field(gt=0.0, le=1.0)
-
-    @model_serializer(mode="wrap")
-    def _without_unset(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or k != "column"}
-
-    @property
-    def scored(self) -> str:
-        """The column it ranks by."""
-        return self.column or score_column(self.alias)
 
 
 def datacomp_threshold(scores: np.ndarray, fraction: float) -> float | None:
@@ -176,10 +159,6 @@ class TopFractionPolicy(PoolPolicy, spec=ScoreTopFractionFilter):
         super().__init__(spec, config)
         self.threshold: float | None = None
         self.pool_rows = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.spec.type}:{self.spec.column or self.spec.alias}"
 
     @property
     def columns(self) -> list[str]:
